@@ -1,0 +1,45 @@
+"""Neighborhood-attention and selective-scan ops of A2Mamba behind one dispatch point.
+
+``na2d_qk``, ``na2d_av`` and ``selective_scan_states`` pick the fastest available backend
+(see :mod:`ops.dispatch`); the ``*_ref`` functions are the pure-PyTorch references that
+define their semantics.
+"""
+from typing import Optional
+
+from torch import Tensor
+
+from .dispatch import BACKEND_ENV, REFERENCE, backends, register_backend, resolve, use_backend
+from .neighborhood_attention import IntOrPair, na2d_av_ref, na2d_qk_ref, normalize_window_args
+from .selective_scan import selective_scan_states_ref
+
+__all__ = [
+    'na2d_qk', 'na2d_av', 'selective_scan_states', 'na2d_qk_ref', 'na2d_av_ref',
+    'selective_scan_states_ref', 'normalize_window_args', 'use_backend', 'backends',
+    'register_backend', 'BACKEND_ENV',
+]
+
+
+def _any_device(_: Tensor) -> bool:
+    return True
+
+
+register_backend('na2d_qk', REFERENCE, na2d_qk_ref, _any_device)
+register_backend('na2d_av', REFERENCE, na2d_av_ref, _any_device)
+register_backend('selective_scan_states', REFERENCE, selective_scan_states_ref, _any_device)
+
+
+def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+            rpb: Optional[Tensor] = None) -> Tensor:
+    """Neighborhood attention scores, ``(B, heads, H, W, kh*kw)``; see :func:`na2d_qk_ref`."""
+    return resolve('na2d_qk', query)(query, key, kernel_size, dilation, rpb)
+
+
+def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
+    """Neighborhood aggregation of ``value`` by ``attn``; see :func:`na2d_av_ref`."""
+    return resolve('na2d_av', value)(attn, value, kernel_size, dilation)
+
+
+def selective_scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor] = None,
+                          delta_softplus: bool = True) -> Tensor:
+    """All hidden states ``(B, D, N, L)`` float32; see :func:`selective_scan_states_ref`."""
+    return resolve('selective_scan_states', u)(u, delta, A, B, delta_bias, delta_softplus)

@@ -1,0 +1,530 @@
+"""A2Mamba: Attention-augmented State Space Models for Visual Recognition.
+
+Paper: Meng Lou, Yunxiang Fu, Yizhou Yu, arXiv 2507.16624. This is a re-implementation of
+the authors' classification model (https://github.com/LMMMEng/A2Mamba): architecture,
+hyper-parameters and state_dict names are theirs, so the released ``a2mamba_*.pth``
+checkpoints load unchanged; the ops behind it are this project's (:mod:`ops`).
+
+Network: a convolutional stem (stride 4), four stages of blocks separated by stride-2
+conv+BN downsamples, and a conv head (1x1 conv -> BN -> SiLU -> pool -> 1x1 conv). Each
+block is ``x + cpe1(x)``, ``x + MASS(LN(x))``, ``x + cpe2(x)``, ``x + FFN(LN(x))``.
+
+MASS (the token mixer) splits the heads in two halves. Half 1 runs a k x k neighborhood
+attention; half 2 a dilated one (dilation ``min(H // k, k)``) over ``v1_out + v2``. In
+stages 1-3, A2SSM then runs a selective scan over the concatenated result and aggregates
+its hidden states a second time with the *same* two attention maps, before ``C``
+projects them. Stage 4 replaces A2SSM with a global attention over the same result.
+
+Small inputs: the authors' model needs every stage map to be at least the window (it
+fails below 224 px). Here an axis shorter than the window becomes global (the window is
+clamped to the map; rpb indexing unchanged) and the second scale's dilation is at least
+1, which changes nothing where the official model runs (see :mod:`ops.neighborhood_attention`).
+"""
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+import ops
+
+__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS']
+
+
+def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
+    """Stochastic depth per sample: zero a residual branch for a random subset of the batch."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob:.3f}'
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map (eps 1e-6, as the authors)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__(dim, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)  # [B, C, H, W] -> [B, H, W, C]
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)  # [B, H, W, C] -> [B, C, H, W]
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale and bias, stored as a depthwise 1x1 conv (``weight: (C, 1, 1, 1)``)."""
+
+    def __init__(self, dim: int, init_value: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((dim, 1, 1, 1), float(init_value)))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class RoPE(nn.Module):
+    """2-D rotary position embedding: half of each head's channels rotate with the row,
+    half with the column. ``angle`` is a buffer saved in the checkpoints."""
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        head_dim = embed_dim // num_heads
+        if head_dim % 4:
+            raise ValueError(f'RoPE needs head_dim divisible by 4, got {head_dim}')
+        angle = 1.0 / (10000 ** torch.linspace(0, 1, head_dim // 4))
+        self.register_buffer('angle', angle.repeat_interleave(2))
+
+    def forward(self, height: int, width: int) -> Tuple[Tensor, Tensor]:
+        """Returns ``(sin, cos)``, each ``(H, W, head_dim)``."""
+        rows = torch.arange(height, device=self.angle.device, dtype=self.angle.dtype)[:, None] * self.angle
+        cols = torch.arange(width, device=self.angle.device, dtype=self.angle.dtype)[:, None] * self.angle
+        phase = torch.cat([rows[:, None, :].expand(height, width, -1),
+                           cols[None, :, :].expand(height, width, -1)], dim=-1)
+        return phase.sin(), phase.cos()
+
+
+def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
+    """Rotates channel pairs ``(x[2i], x[2i+1])`` of ``x: (..., H, W, C)`` by the RoPE phase."""
+    rotated = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).flatten(-2)
+    return x * cos + rotated * sin
+
+
+class A2SSM(nn.Module):
+    """Attention-augmented SSM: a selective scan whose hidden states are aggregated over
+    each pixel's neighborhood with MASS's attention maps before ``C`` reads them out.
+
+    The state size is 1 (as the authors), so the ``C`` readout is a per-pixel scale.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, d_conv: int = 5, dt_min: float = 0.001,
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4):
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = 1
+        self.dt_rank = math.ceil(d_model / 16)
+        self.conv2d = nn.Conv2d(d_model, d_model, kernel_size=d_conv, padding=d_conv // 2, groups=d_model)
+        self.act = nn.SiLU()
+        # [dt_rank + 2 * d_state, D]: projects each pixel to (dt, B, C)
+        self.x_proj_weight = nn.Parameter(torch.empty(self.dt_rank + 2 * self.d_state, d_model))
+        nn.init.kaiming_uniform_(self.x_proj_weight, a=math.sqrt(5))
+        self.dt_projs_weight = nn.Parameter(torch.empty(d_model, self.dt_rank))
+        nn.init.uniform_(self.dt_projs_weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        # softplus(bias) log-uniform in [dt_min, dt_max] at initialisation (Mamba's S6 init)
+        dt = torch.exp(torch.rand(d_model) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_projs_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.A_logs = nn.Parameter(torch.zeros(d_model, self.d_state))  # log(1): S4D-real A = -1
+        self.Ds = nn.Parameter(torch.ones(d_model))
+        self.state_fusion = nn.Conv2d(num_heads, num_heads, kernel_size=1)
+
+    def forward(self, x: Tensor, attn1: Tensor, attn2: Tensor, kernel_size: Tuple[int, int],
+                dilation2: Tuple[int, int]) -> Tensor:
+        """Args:
+            x: ``(B, C, H, W)``, MASS's two-scale attention output.
+            attn1, attn2: ``(B, heads/2, H, W, kh*kw)`` softmaxed maps of the two scales.
+
+        Returns:
+            ``(B, C, H, W)`` float32.
+        """
+        b, c, height, width = x.shape
+        x = self.act(self.conv2d(x))
+        xs = x.flatten(2)  # [B, D, L]
+        x_dbl = torch.matmul(self.x_proj_weight, xs)  # [B, R + 2N, L]
+        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+        dts = torch.matmul(self.dt_projs_weight, dts)  # [B, D, L]
+        states = ops.selective_scan_states(xs, dts, -torch.exp(self.A_logs.float()), Bs,
+                                           delta_bias=self.dt_projs_bias.float(), delta_softplus=True)
+        half_heads = attn1.shape[1]
+        # [B, D, 1, L] -> two halves of heads, channels-last for the neighborhood ops
+        states = rearrange(states, 'b (m n d) s (h w) -> m b n h w (d s)', m=2, n=half_heads, h=height)
+        states1 = ops.na2d_av(attn1, states[0], kernel_size, 1)
+        states2 = ops.na2d_av(attn2, states[1], kernel_size, dilation2)
+        states = torch.cat([states1, states2], dim=1)
+        states = self.state_fusion(rearrange(states, 'b n h w d -> b n d (h w)')).flatten(1, 2)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            # the authors keep the readout in float32 for training stability
+            y = states.float() * Cs.float() + xs.float() * self.Ds.float()[:, None]
+        return y.view(b, c, height, width)
+
+
+class MASS(nn.Module):
+    """Multi-scale Attention-augmented State Space model: A2Mamba's token mixer.
+
+    Args:
+        embed_dim: channels ``C``.
+        num_heads: attention heads; half run the plain window, half the dilated one.
+        window_size: odd neighborhood size ``k``.
+        global_mode: stage 4: a global attention replaces A2SSM.
+        image_size: ``(H, W)`` of this stage at 224 px, the size of the global bias.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, window_size: int, global_mode: bool = False,
+                 image_size: Tuple[int, int] = (7, 7)):
+        super().__init__()
+        if num_heads % 2 or embed_dim % num_heads:
+            raise ValueError(f'MASS needs an even head count dividing the channels, got '
+                             f'{num_heads} heads for {embed_dim} channels')
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.window_size = ops.normalize_window_args(window_size, 1)[0]
+        self.global_mode = global_mode
+        self.qkv = nn.Conv2d(embed_dim, embed_dim * 3, kernel_size=1)
+        self.gate = nn.Sequential(nn.Conv2d(embed_dim, embed_dim, kernel_size=1), nn.BatchNorm2d(embed_dim), nn.SiLU())
+        self.lepe = nn.Conv2d(embed_dim, embed_dim, kernel_size=5, padding=2, groups=embed_dim)
+        self.norm = LayerNorm2d(embed_dim)
+        self.proj = nn.Sequential(LayerNorm2d(embed_dim), nn.Conv2d(embed_dim, embed_dim, kernel_size=1))
+        if not global_mode:
+            self.ssm = A2SSM(embed_dim, num_heads)
+        kh, kw = self.window_size
+        # One bias shared by both scales: the authors' checkpoints store it twice (rpb.0/.1).
+        window_bias = nn.Parameter(torch.zeros(num_heads // 2, 2 * kh - 1, 2 * kw - 1))
+        biases = [window_bias, window_bias]
+        if global_mode:
+            tokens = image_size[0] * image_size[1]
+            biases.append(nn.Parameter(torch.zeros(1, num_heads, tokens, tokens)))
+        self.rpb = nn.ParameterList(biases)
+
+    def dilation(self, height: int, width: int) -> Tuple[int, int]:
+        """Dilation of the second scale on an ``H x W`` map: ``min(side // k, k)``, at least 1."""
+        kh, kw = self.window_size
+        return max(1, min(height // kh, kh)), max(1, min(width // kw, kw))
+
+    def attention_maps(self, q: Tensor, k: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor]:
+        """Softmaxed maps of both scales for ``q, k: (B, heads, H, W, hd)`` (RoPE applied)."""
+        q1, q2 = q.chunk(2, dim=1)
+        k1, k2 = k.chunk(2, dim=1)
+        attn1 = ops.na2d_qk(q1, k1, self.window_size, 1, self.rpb[0]).softmax(dim=-1)
+        attn2 = ops.na2d_qk(q2, k2, self.window_size, self.dilation(height, width), self.rpb[1]).softmax(dim=-1)
+        return attn1, attn2
+
+    def global_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Stage-4 attention of every token to every token, with the 224-px bias resized."""
+        b, heads, height, width, dim = q.shape
+        q, k, v = (t.reshape(b, heads, height * width, dim) for t in (q, k, v))
+        attn = q @ k.transpose(-1, -2)  # [B, n, L, L]
+        bias = self.rpb[2]
+        if bias.shape[2:] != attn.shape[2:]:
+            bias = F.interpolate(bias, size=attn.shape[2:], mode='bicubic', align_corners=False)
+        attn = (attn + bias).softmax(dim=-1)
+        return rearrange(attn @ v, 'b n (h w) c -> b (n c) h w', h=height)
+
+    def forward(self, x: Tensor, pos_enc: Tuple[Tensor, Tensor]) -> Tensor:
+        b, c, height, width = x.shape
+        gate = self.gate(x)
+        qkv = self.qkv(x)
+        lepe = self.lepe(qkv[:, 2 * c:])
+        q, k, v = rearrange(qkv, 'b (m n c) h w -> m b n h w c', m=3, n=self.num_heads)
+        sin, cos = pos_enc
+        q = apply_rope(q, sin, cos) * self.scale
+        k = apply_rope(k, sin, cos)
+
+        attn1, attn2 = self.attention_maps(q, k, height, width)
+        dilation2 = self.dilation(height, width)
+        v1, v2 = v.chunk(2, dim=1)
+        v1 = ops.na2d_av(attn1, v1, self.window_size, 1)
+        v2 = ops.na2d_av(attn2, v1 + v2, self.window_size, dilation2)
+        x = torch.cat([v1, v2], dim=1)  # [B, heads, H, W, hd]
+
+        if self.global_mode:
+            x = self.global_attention(q, k, x)
+        else:
+            x = self.ssm(rearrange(x, 'b n h w c -> b (n c) h w'), attn1, attn2, self.window_size, dilation2)
+        x = self.norm(x) + lepe
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            # the authors keep the gating and output projection in float32
+            x = self.proj(x.float() * gate.float())
+        return x
+
+    def extra_repr(self) -> str:
+        return f'heads={self.num_heads}, window={self.window_size}, global_mode={self.global_mode}'
+
+
+class FFN(nn.Module):
+    """1x1 conv -> GELU -> residual 3x3 depthwise conv -> 1x1 conv."""
+
+    def __init__(self, embed_dim: int, ffn_dim: int, act_layer: Type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.fc1 = nn.Conv2d(embed_dim, ffn_dim, kernel_size=1)
+        self.act_layer = act_layer()
+        self.dwconv = nn.Conv2d(ffn_dim, ffn_dim, kernel_size=3, padding=1, groups=ffn_dim)
+        self.fc2 = nn.Conv2d(ffn_dim, embed_dim, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act_layer(self.fc1(x))
+        x = x + self.dwconv(x)
+        return self.fc2(x)
+
+
+class Block(nn.Module):
+    """Conv position encoding + MASS, then conv position encoding + FFN, each residual.
+
+    ``layer_scale='branch'`` scales the branch (``x + s * f(x)``); ``'residual'`` scales the
+    shortcut (``s * x + f(x)``, the authors' ``resscale``); ``None`` scales nothing.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, window_size: int, ffn_dim: int,
+                 global_mode: bool = False, image_size: Tuple[int, int] = (7, 7), drop_path: float = 0.0,
+                 layer_scale: Optional[str] = None, layer_scale_init: float = 1.0,
+                 norm_layer: Type[nn.Module] = LayerNorm2d):
+        super().__init__()
+        if layer_scale not in (None, 'branch', 'residual'):
+            raise ValueError(f"layer_scale must be None, 'branch' or 'residual', got {layer_scale!r}")
+        self.layer_scale = layer_scale
+        self.cpe1 = nn.Conv2d(embed_dim, embed_dim, kernel_size=3, padding=1, groups=embed_dim)
+        self.norm1 = norm_layer(embed_dim)
+        self.token_mixer = MASS(embed_dim, num_heads, window_size, global_mode, image_size)
+        self.cpe2 = nn.Conv2d(embed_dim, embed_dim, kernel_size=3, padding=1, groups=embed_dim)
+        self.norm2 = norm_layer(embed_dim)
+        self.mlp = FFN(embed_dim, ffn_dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        if layer_scale:
+            self.layer_scale1 = LayerScale(embed_dim, layer_scale_init)
+            self.layer_scale2 = LayerScale(embed_dim, layer_scale_init)
+        else:
+            self.layer_scale1 = self.layer_scale2 = nn.Identity()
+
+    def forward(self, x: Tensor, pos_enc: Tuple[Tensor, Tensor]) -> Tensor:
+        x = x + self.cpe1(x)
+        x = self._residual(x, self.token_mixer(self.norm1(x), pos_enc), self.layer_scale1)
+        x = x + self.cpe2(x)
+        return self._residual(x, self.mlp(self.norm2(x)), self.layer_scale2)
+
+    def _residual(self, x: Tensor, branch: Tensor, scale: nn.Module) -> Tensor:
+        if self.layer_scale == 'residual':
+            return scale(x) + self.drop_path(branch)
+        return x + self.drop_path(scale(branch))
+
+
+class Stage(nn.Module):
+    """The blocks of one resolution, sharing one RoPE (the authors' ``BasicLayer``).
+
+    ``use_checkpoint``: how many of the first blocks recompute activations in backward.
+    """
+
+    def __init__(self, embed_dim: int, depth: int, num_heads: int, use_checkpoint: int = 0,
+                 drop_path: Sequence[float] = (), **block_kwargs):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.use_checkpoint = use_checkpoint
+        self.rope = RoPE(embed_dim, num_heads)
+        drop_path = list(drop_path) or [0.0] * depth
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, drop_path=drop_path[i], **block_kwargs) for i in range(depth))
+
+    def forward(self, x: Tensor) -> Tensor:
+        pos_enc = self.rope(x.shape[2], x.shape[3])
+        for i, block in enumerate(self.blocks):
+            if i < self.use_checkpoint and x.requires_grad:
+                x = checkpoint(block, x, pos_enc, use_reentrant=False)
+            else:
+                x = block(x, pos_enc)
+        return x
+
+
+def conv_bn(in_chs: int, out_chs: int, stride: int) -> List[nn.Module]:
+    return [nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out_chs)]
+
+
+def stem(in_chans: int, embed_dim: int) -> nn.Sequential:
+    """Four 3x3 conv-BN layers (two with stride 2), GELU between them."""
+    half = embed_dim // 2
+    return nn.Sequential(*conv_bn(in_chans, half, 2), nn.GELU(), *conv_bn(half, half, 1), nn.GELU(),
+                         *conv_bn(half, embed_dim, 2), nn.GELU(), *conv_bn(embed_dim, embed_dim, 1))
+
+
+class A2Mamba(nn.Module):
+    """A2Mamba backbone and classifier.
+
+    Args:
+        embed_dims, depths, num_heads, window_sizes, mlp_ratios: per stage.
+        layer_scales: per stage, ``None``, ``'branch'`` or ``'residual'`` (see :class:`Block`).
+        layer_scale_inits: per stage, the initial layer scale.
+        image_size: training resolution; sizes the stage-4 global bias (resized at run time).
+        num_classes: classes of the head; 0 keeps the head's conv-BN-SiLU-pool only.
+        drop_path_rate: stochastic depth, rising linearly over all blocks to this rate.
+        use_checkpoint: int or per stage: how many leading blocks recompute in backward.
+        in_chans: input channels.
+        projection: channels of the head's hidden 1x1 conv.
+    """
+
+    def __init__(self, embed_dims: Sequence[int], depths: Sequence[int], num_heads: Sequence[int],
+                 window_sizes: Sequence[int] = (11, 9, 7, 7), mlp_ratios: Sequence[float] = (4, 4, 3, 3),
+                 layer_scales: Sequence[Optional[str]] = (None,) * 4,
+                 layer_scale_inits: Sequence[float] = (1.0,) * 4, image_size: Union[int, Tuple[int, int]] = 224,
+                 num_classes: int = 1000, drop_path_rate: float = 0.0,
+                 use_checkpoint: Union[int, Sequence[int]] = 0, in_chans: int = 3, projection: int = 1024):
+        super().__init__()
+        num_stages = len(depths)
+        if not all(len(v) == num_stages for v in (embed_dims, num_heads, window_sizes, mlp_ratios)):
+            raise ValueError('embed_dims, depths, num_heads, window_sizes and mlp_ratios need one value per stage')
+        if isinstance(use_checkpoint, int):
+            use_checkpoint = [use_checkpoint] * num_stages
+        if len(use_checkpoint) != num_stages:
+            raise ValueError(f'use_checkpoint needs {num_stages} values, got {use_checkpoint}')
+        image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.embed_dims = list(embed_dims)
+        self.depths = list(depths)
+        self.num_features = embed_dims[-1]
+        self.head_hidden_size = projection
+        self.feature_info = [dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f'layers.{2 * i}')
+                             for i in range(num_stages)]
+
+        self.patch_embed = stem(in_chans, embed_dims[0])
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i in range(num_stages):
+            self.layers.append(Stage(
+                embed_dims[i], depths[i], num_heads[i], use_checkpoint=use_checkpoint[i],
+                drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])], window_size=window_sizes[i],
+                ffn_dim=int(mlp_ratios[i] * embed_dims[i]), global_mode=i == num_stages - 1,
+                image_size=(image_size[0] // 2 ** (i + 2), image_size[1] // 2 ** (i + 2)),
+                layer_scale=layer_scales[i], layer_scale_init=layer_scale_inits[i]))
+            if i < num_stages - 1:
+                self.layers.append(nn.Sequential(*conv_bn(embed_dims[i], embed_dims[i + 1], 2)))
+            else:
+                self.layers.append(nn.Identity())
+        self.classifier = nn.Sequential(
+            nn.Conv2d(self.num_features, projection, kernel_size=1), nn.BatchNorm2d(projection), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(projection, num_classes, kernel_size=1) if num_classes > 0 else nn.Identity())
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @property
+    def stages(self) -> List[Stage]:
+        return [self.layers[2 * i] for i in range(len(self.depths))]
+
+    def check_input(self, x: Tensor) -> None:
+        """Raises ValueError unless ``x`` is a floating ``(B, in_chans, H, W)`` tensor."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f'A2Mamba expects a torch.Tensor, got {type(x).__name__}')
+        if x.dim() != 4:
+            raise ValueError(f'A2Mamba expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f'A2Mamba expects {self.in_chans} input channels, got {x.shape[1]} '
+                             f'(input shape {tuple(x.shape)})')
+        if not torch.is_floating_point(x):
+            raise ValueError(f'A2Mamba expects a floating-point input, got {x.dtype}')
+
+    def forward_features(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """The four stage maps (strides 4/8/16/32, before any norm), NCHW."""
+        self.check_input(x)
+        x = self.patch_embed(x)
+        features = []
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i % 2 == 0:
+                features.append(x)
+        return tuple(features)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Logits ``(B, num_classes)`` from the last stage map (``pre_logits``: pooled features)."""
+        if pre_logits:
+            return self.classifier[:4](x).flatten(1)
+        return self.classifier(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x)[-1])
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[4]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        head = nn.Conv2d(self.head_hidden_size, num_classes, kernel_size=1) if num_classes > 0 else nn.Identity()
+        self._init_weights(head)
+        self.classifier[4] = head
+
+    @torch.jit.ignore
+    def no_weight_decay_keywords(self) -> set:
+        """Parameter-name fragments the authors train without weight decay (besides norms/biases)."""
+        return {'rpb', 'A_logs', 'Ds'}
+
+
+MODEL_SPECS: Dict[str, dict] = {
+    'a2mamba_n': dict(embed_dims=(32, 64, 128, 192), depths=(2, 2, 8, 2), num_heads=(2, 2, 4, 8),
+                      mlp_ratios=(4, 4, 3, 3)),
+    'a2mamba_t': dict(embed_dims=(48, 96, 256, 448), depths=(2, 2, 10, 2), num_heads=(2, 4, 8, 16),
+                      mlp_ratios=(4, 4, 3, 3)),
+    'a2mamba_s': dict(embed_dims=(64, 128, 320, 512), depths=(2, 4, 12, 4), num_heads=(2, 4, 10, 16),
+                      mlp_ratios=(4, 4, 3, 3), layer_scales=(None, None, 'residual', 'residual'),
+                      layer_scale_inits=(1, 1, 1, 1)),
+    'a2mamba_b': dict(embed_dims=(96, 192, 384, 512), depths=(4, 6, 12, 6), num_heads=(4, 8, 12, 16),
+                      mlp_ratios=(4, 4, 3.75, 3.75), layer_scales=('branch',) * 4,
+                      layer_scale_inits=(1, 1, 1e-6, 1e-6)),
+    'a2mamba_l': dict(embed_dims=(96, 192, 448, 672), depths=(4, 6, 18, 6), num_heads=(4, 8, 16, 24),
+                      mlp_ratios=(4, 4, 4, 4), layer_scales=('branch',) * 4,
+                      layer_scale_inits=(1, 1, 1e-6, 1e-6)),
+}
+
+# Evaluation metadata of the released ImageNet-1k checkpoints (the authors' _cfg).
+DEFAULT_CFGS: Dict[str, dict] = {
+    name: dict(input_size=(3, 224, 224), crop_pct=crop_pct, interpolation='bicubic',
+               mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
+               first_conv='patch_embed.0', classifier='classifier.4',
+               checkpoint=f'a2mamba_{size}.pth', license='see the authors\' repository')
+    for name, size, crop_pct in [('a2mamba_n', 'nano', 0.9), ('a2mamba_t', 'tiny', 0.9),
+                                 ('a2mamba_s', 'small', 0.9), ('a2mamba_b', 'base', 0.95),
+                                 ('a2mamba_l', 'large', 0.975)]
+}
+
+
+def list_models() -> List[str]:
+    return sorted(MODEL_SPECS)
+
+
+def create_model(name: str, **kwargs) -> A2Mamba:
+    """Builds ``a2mamba_{n,t,s,b,l}``; ``kwargs`` (``num_classes``, ``drop_path_rate``,
+    ``use_checkpoint``, ``in_chans``, ...) override the size's settings."""
+    if name not in MODEL_SPECS:
+        raise ValueError(f'unknown A2Mamba model {name!r}; choose one of {list_models()}')
+    model = A2Mamba(**dict(MODEL_SPECS[name], **kwargs))
+    model.default_cfg = DEFAULT_CFGS[name]
+    return model
+
+
+def _factory(name: str) -> Callable[..., A2Mamba]:
+    def build(**kwargs) -> A2Mamba:
+        return create_model(name, **kwargs)
+    build.__name__ = name
+    build.__doc__ = f'A2Mamba {name[-1].upper()} (see :func:`create_model`).'
+    return build
+
+
+a2mamba_n = _factory('a2mamba_n')
+a2mamba_t = _factory('a2mamba_t')
+a2mamba_s = _factory('a2mamba_s')
+a2mamba_b = _factory('a2mamba_b')
+a2mamba_l = _factory('a2mamba_l')
