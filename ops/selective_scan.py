@@ -7,7 +7,8 @@ spatially with the attention maps first. So the op returns all states::
     h_t     = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t,    h_{-1} = 0
 
 Shapes: ``u, delta: r(B D L)``, ``A: r(D N)``, ``B: r(B N L)`` or ``r(B G N L)`` (``D``
-split into ``G`` equal groups), ``delta_bias: r(D)``; result ``r(B D N L)`` in float32.
+split into ``G`` equal groups), ``delta_bias: r(D)``; result ``r(B D N L)`` in float32
+(float64 when an input is float64, so the reference can be gradchecked).
 
 Instead of a Python loop over ``L``, the sequence is cut into chunks of ``chunk_size``.
 Inside a chunk, ``h_t = sum_{s<=t} exp(S_t - S_s) * x_s`` with ``S`` the cumulative sum of
@@ -45,23 +46,25 @@ def _check_scan_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias:
 def selective_scan_states_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                               delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,
                               chunk_size: int = 64) -> Tensor:
-    """All hidden states of the selective scan, ``r(B D N L)`` float32 (see module doc)."""
+    """All hidden states of the selective scan, ``r(B D N L)`` (see module doc)."""
     _check_scan_args(u, delta, A, B, delta_bias)
     batch, dim, length = u.shape
     n = A.shape[1]
-    dt = delta.float()
+    inputs = [u, delta, A, B] + ([delta_bias] if delta_bias is not None else [])
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in inputs) else torch.float32
+    dt = delta.to(dtype)
     if delta_bias is not None:
-        dt = dt + delta_bias.float()[:, None]
+        dt = dt + delta_bias.to(dtype)[:, None]
     if delta_softplus:
         dt = F.softplus(dt)
-    Bf = B.float()
+    Bf = B.to(dtype)
     if Bf.dim() == 4:
         # [B, G, N, L] -> [B, D, N, L]: each group of D/G channels shares its B
         Bf = Bf.repeat_interleave(dim // Bf.shape[1], dim=1)
     else:
         Bf = Bf[:, None]
-    decay_log = dt[:, :, None, :] * A.float()[None, :, :, None]  # [B, D, N, L]
-    inputs = (dt * u.float())[:, :, None, :] * Bf  # [B, D, N, L]
+    decay_log = dt[:, :, None, :] * A.to(dtype)[None, :, :, None]  # [B, D, N, L]
+    inputs = (dt * u.to(dtype))[:, :, None, :] * Bf  # [B, D, N, L]
 
     chunk = max(1, min(chunk_size, length))
     pad = (-length) % chunk
