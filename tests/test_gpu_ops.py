@@ -55,8 +55,11 @@ def scan_inputs(batch, dim, length, n, groups, dtype, device, seed):
 def test_scan_forward_backward(batch, dim, length, dtype):
     for n, groups, use_bias, softplus in [(1, None, True, True), (3, 1, False, True), (4, None, True, False),
                                           (2, dim if dim % 2 else dim // 2, True, True)]:
-        inputs = scan_inputs(batch, dim, length, n, groups, dtype, 'cuda', seed=length + n)
-        u, delta, A, B, bias = (t.requires_grad_() for t in inputs)
+        u, delta, A, B, bias = scan_inputs(batch, dim, length, n, groups, dtype, 'cuda', seed=length + n)
+        if not softplus:
+            delta = delta.abs()  # a negative step would make exp(delta * A) grow without bound
+        for t in (u, delta, A, B, bias):
+            t.requires_grad_()
         bias_arg = bias if use_bias else None
         out = selective_scan_states_cuda(u, delta, A, B, bias_arg, softplus)
         ref = ops.selective_scan_states_ref(u, delta, A, B, bias_arg, softplus)

@@ -5,7 +5,8 @@
 // segment (thread-serial over kScanItems, warp shuffles, then warp totals), and gets the
 // state entering its segment from the segments before it by decoupled look-back: blocks
 // publish their segment's aggregate map as soon as it is known and their inclusive state
-// once their carry is known, so the row needs one pass over memory whatever its length.
+// once their carry is known, so the row needs one pass over memory whatever its length; a
+// warp reads 32 predecessors at a time, so the walk back is short even on long rows.
 // Tile ids come from an atomic counter in launch order, so every segment a block waits on
 // belongs to a block that is already running: no deadlock whatever the scheduling.
 // The backward pass is the same scan run from the end of the row (adjoint recurrence
@@ -82,6 +83,78 @@ struct Map {
 };
 __device__ __forceinline__ Map compose(Map first, Map then) { return {then.a * first.a, then.a * first.b + then.b}; }
 
+// Ordered composition of one map per lane (lane 0 first), returned to every lane.
+__device__ __forceinline__ Map warp_compose(Map m) {
+#pragma unroll
+  for (int off = 1; off < 32; off *= 2) {
+    const Map prev{__shfl_up_sync(0xffffffffu, m.a, off), __shfl_up_sync(0xffffffffu, m.b, off)};
+    if (threadIdx.x % 32 >= off) m = compose(prev, m);
+  }
+  return Map{__shfl_sync(0xffffffffu, m.a, 31), __shfl_sync(0xffffffffu, m.b, 31)};
+}
+
+// Run by the first warp: publishes the segment's aggregate, then reads the 32 segments
+// before it at once (one per lane) until one of them has its inclusive state, and
+// publishes its own. A segment with a known state acts as the constant map h -> state, so
+// the incoming state is the composed maps applied to 0. Segment 0 always publishes a
+// state, so the walk ends within the row.
+template <int kN>
+__device__ __forceinline__ void look_back(const ScanParams& p, int row, int scan_seg, const Map (&block_total)[kN],
+                                          float (&carry)[kN]) {
+  const int lane = threadIdx.x % 32;
+  const long row_first = static_cast<long>(row) * p.num_segments;
+  const long tile = row_first + scan_seg;
+  volatile int* flags = p.flags + 1;
+  float* status = p.status;
+  if (scan_seg == 0) {
+    if (lane == 0) {
+      for (int n = 0; n < kN; ++n) carry[n] = 0.f;
+      if (p.num_segments > 1) {
+        for (int n = 0; n < kN; ++n) status[(tile * kN + n) * 3 + 2] = block_total[n].b;
+        __threadfence();
+        flags[tile] = 2;
+      }
+    }
+    return;
+  }
+  if (lane == 0) {
+    for (int n = 0; n < kN; ++n) {
+      status[(tile * kN + n) * 3 + 0] = block_total[n].a;
+      status[(tile * kN + n) * 3 + 1] = block_total[n].b;
+    }
+    __threadfence();
+    flags[tile] = 1;
+  }
+  Map between[kN];  // maps of the segments already read, composed, up to ours
+  for (int n = 0; n < kN; ++n) between[n] = Map{1.f, 0.f};
+  for (long window_end = tile;; window_end -= 32) {
+    const long pred = window_end - 32 + lane;
+    const bool in_row = pred >= row_first;
+    int flag = 0;
+    if (in_row)
+      while ((flag = flags[pred]) == 0) __nanosleep(32);
+    __threadfence();
+    const unsigned with_state = __ballot_sync(0xffffffffu, in_row && flag == 2);
+    const int stop = with_state ? 31 - __clz(with_state) : -1;  // nearest segment with a state
+    for (int n = 0; n < kN; ++n) {
+      Map m{1.f, 0.f};
+      if (lane == stop) m = Map{0.f, __ldcg(status + (pred * kN + n) * 3 + 2)};
+      else if (in_row && lane > stop)
+        m = Map{__ldcg(status + (pred * kN + n) * 3 + 0), __ldcg(status + (pred * kN + n) * 3 + 1)};
+      between[n] = compose(warp_compose(m), between[n]);
+    }
+    if (stop >= 0) break;
+  }
+  if (lane == 0) {
+    for (int n = 0; n < kN; ++n) {
+      carry[n] = between[n].b;
+      status[(tile * kN + n) * 3 + 2] = block_total[n].a * carry[n] + block_total[n].b;
+    }
+    __threadfence();
+    flags[tile] = 2;
+  }
+}
+
 template <int kThreads, int kN>
 struct BlockScanStorage {
   Map warp_prefix[kThreads / 32][kN];  // warp totals, then exclusive warp prefixes (scan order)
@@ -131,51 +204,7 @@ __device__ __forceinline__ void block_scan(const ScanParams& p, int row, int sca
     smem.block_total[n] = running;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    const long tile = static_cast<long>(row) * p.num_segments + scan_seg;
-    volatile int* flags = p.flags + 1;
-    float* status = p.status;
-    if (scan_seg == 0) {
-      for (int n = 0; n < kN; ++n) smem.carry[n] = 0.f;
-      if (p.num_segments > 1) {
-        for (int n = 0; n < kN; ++n) status[(tile * kN + n) * 3 + 2] = smem.block_total[n].b;
-        __threadfence();
-        flags[tile] = 2;
-      }
-    } else {
-      for (int n = 0; n < kN; ++n) {
-        status[(tile * kN + n) * 3 + 0] = smem.block_total[n].a;
-        status[(tile * kN + n) * 3 + 1] = smem.block_total[n].b;
-      }
-      __threadfence();
-      flags[tile] = 1;
-      // Maps of the segments between the one that gave a prefix and ours, composed.
-      Map between[kN];
-      for (int n = 0; n < kN; ++n) between[n] = Map{1.f, 0.f};
-      for (long pred = tile - 1;; --pred) {
-        int flag;
-        while ((flag = flags[pred]) == 0) __nanosleep(20);
-        __threadfence();
-        if (flag == 2) {
-          for (int n = 0; n < kN; ++n) {
-            const float h = __ldcg(status + (pred * kN + n) * 3 + 2);
-            smem.carry[n] = between[n].a * h + between[n].b;
-          }
-          break;
-        }
-        for (int n = 0; n < kN; ++n) {
-          const Map pred_total{__ldcg(status + (pred * kN + n) * 3 + 0), __ldcg(status + (pred * kN + n) * 3 + 1)};
-          between[n] = compose(pred_total, between[n]);
-        }
-      }
-      for (int n = 0; n < kN; ++n) {
-        const Map total = smem.block_total[n];
-        status[(tile * kN + n) * 3 + 2] = total.a * smem.carry[n] + total.b;
-      }
-      __threadfence();
-      flags[tile] = 2;
-    }
-  }
+  if (threadIdx.x < 32) look_back<kN>(p, row, scan_seg, smem.block_total, smem.carry);
   __syncthreads();
 #pragma unroll
   for (int n = 0; n < kN; ++n) {
