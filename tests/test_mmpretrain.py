@@ -100,6 +100,19 @@ def test_config_builds_the_recipe(size):
         assert isinstance(model, MESAImageClassifier)
 
 
+@pytest.mark.parametrize('config, in_channels, img_size', [
+    ('a2mamba-n_1xb64_mnist5k-32px.py', 1, 32), ('a2mamba-t_1xb64_mnist5k-224px.py', 3, 224)])
+def test_mnist5k_configs_build_and_classify_ten_digits(config, in_channels, img_size):
+    cfg = load_config(config)
+    model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).eval()
+    assert cfg.train_dataloader.dataset.type == cfg.val_dataloader.dataset.type == 'CustomDataset'
+    assert cfg.train_dataloader.dataset.data_root == 'data/mnist5k'
+    assert len(cfg.data_preprocessor.mean) == in_channels
+    with torch.no_grad():
+        predictions = model.val_step(_batch(2, img_size, channels=in_channels, num_classes=10))
+    assert [p.pred_score.shape for p in predictions] == [(10,), (10,)]
+
+
 def test_no_weight_decay_on_norms_biases_rpb_alogs_ds():
     cfg = load_config('a2mamba-n_8xb256_in1k.py')
     model = MODELS.build(cfg.model)

@@ -7,7 +7,7 @@ custom_imports = dict(imports=['mmpretrain_ext'], allow_failed_imports=False)
 img_size = 32
 data_root = 'data/mnist5k'
 metainfo = dict(classes=[str(digit) for digit in range(10)])
-max_epochs = 6
+max_epochs = 3
 
 # MNIST statistics (0.1307, 0.3081) x 255 on the single grey channel
 data_preprocessor = dict(num_classes=10, mean=[33.33], std=[78.57], to_rgb=False)
@@ -32,7 +32,7 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=64,
-    num_workers=2,
+    num_workers=1,
     persistent_workers=True,
     dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train', metainfo=metainfo,
                  pipeline=train_pipeline),
@@ -40,7 +40,7 @@ train_dataloader = dict(
 )
 val_dataloader = dict(
     batch_size=128,
-    num_workers=2,
+    num_workers=1,
     persistent_workers=True,
     dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='test', metainfo=metainfo,
                  pipeline=test_pipeline),
