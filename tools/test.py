@@ -12,6 +12,10 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+# mmengine 0.10 calls torch.load without weights_only, and torch >= 2.6 then refuses
+# mmengine's own checkpoints (they pickle its HistoryBuffer and numpy metadata); checkpoints
+# given to these tools are the user's, as they were before torch 2.6.
+os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
 
 
 def parse_args() -> argparse.Namespace:

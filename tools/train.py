@@ -14,6 +14,10 @@ from mmengine.runner import Runner
 # The plugin packages live in the repository root; make them importable by custom_imports
 # when this script runs from a checkout without `pip install -e .`.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+# mmengine 0.10 calls torch.load without weights_only, and torch >= 2.6 then refuses
+# mmengine's own checkpoints (they pickle its HistoryBuffer and numpy metadata); checkpoints
+# given to these tools are the user's, as they were before torch 2.6.
+os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
 
 
 def parse_args() -> argparse.Namespace:
