@@ -86,6 +86,21 @@ def resolve(op: str, tensor: Tensor) -> Callable:
     raise RuntimeError(f'no backend of {op} can run on {tensor.device} {tensor.dtype}')
 
 
+def runs_kernel(op: str, tensor: Tensor) -> bool:
+    """Whether ``op`` on ``tensor`` would run a fast kernel rather than the PyTorch reference.
+
+    Lets a caller pick between formulations (e.g. a fused op against a stored intermediate)
+    without naming a backend; honours a forced backend and backends disabled after a failure.
+    """
+    name = forced_backend()
+    if name and name != 'auto':
+        return name != REFERENCE and any(b.name == name and b.available(tensor) for b in _REGISTRY[op])
+    for backend in _REGISTRY[op]:
+        if (op, backend.name) not in _disabled and backend.available(tensor):
+            return backend.name != REFERENCE
+    return False
+
+
 def _falling_back(op: str, backend: Backend, tensor: Tensor) -> Callable:
     """``backend.fn``; if it raises RuntimeError, disables it and reruns the call on the next one."""
     def call(*args, **kwargs):
