@@ -197,7 +197,7 @@ def test_model_fast_backends_match_reference():
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    model = create_model('a2mamba_n').cuda()
+    model = create_model('a2mamba_n').cuda().eval()
     x = torch.randn(2, 3, 224, 160, device='cuda')
     assert ops.runs_kernel('na2d', x)
     fast = model(x)

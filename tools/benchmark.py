@@ -128,8 +128,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         torch.backends.cudnn.benchmark = True
 
     print(f'machine: {machine_description(device)}')
-    print(f'ops backends: na2d_qk={ops.backends("na2d_qk")}, scan={ops.backends("selective_scan_states")}, '
-          f'forced={ops.dispatch.forced_backend() or "auto"}\n')
+    probe = torch.empty(0, device=device)
+    print(f'ops backends: na2d={ops.backends("na2d")} (fused kernel here: {ops.runs_kernel("na2d", probe)}), '
+          f'scan={ops.backends("selective_scan_states")}, forced={ops.dispatch.forced_backend() or "auto"}\n')
     print('| model | params (M) | seed table (M) |\n|---|---|---|')
     for name in a2mamba_core.list_models():
         params = sum(p.numel() for p in a2mamba_core.create_model(name).parameters()) / 1e6

@@ -5,7 +5,13 @@ written once) over its median time; ``%copy`` compares it with a device-to-devic
 measured in the same run. Shapes: the scan shapes of issue 3 and the neighborhood-attention
 calls of A2Mamba-T (both scales of stages 1-3) at 224 px batch 128 and 800x1344 batch 2.
 
-Usage: ``python tools/benchmark_ops.py [--skip-reference] [--out results.md]``
+The fused table compares ``ops.na2d_triton`` (scores recomputed, maps never stored) with the
+unfused Triton path ``na2d_av(softmax(na2d_qk(q, k)), v)`` on the same calls; ``--fused-warps``
+times the fused kernels at several warp counts. ``--compile-only`` runs every op once at
+batch 1 and exits: it fills Triton's kernel cache (e.g. in parallel with other work), since
+the kernels depend on the map size but not on the batch.
+
+Usage: ``python tools/benchmark_ops.py [--skip-reference] [--fused-warps 2 4] [--out results.md]``
 """
 import argparse
 import sys
@@ -18,6 +24,7 @@ from triton.testing import do_bench
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ops  # noqa: E402
+from ops import neighborhood_attention_fused as fused_mod  # noqa: E402
 from ops import selective_scan as scan_mod  # noqa: E402
 
 SCAN_SHAPES = [(128, 48, 3136), (128, 96, 784), (2, 64, 67200)]
@@ -131,13 +138,61 @@ def bench_na(batch: int, height: int, width: int, skip_ref: bool, copy_gbs: floa
     return rows
 
 
+def bench_fused(batch: int, height: int, width: int, warps: int, copy_gbs: float, time_fn: Callable) -> List[str]:
+    """Fused vs unfused Triton attention (bf16) per call: fwd, and fwd + bwd (all input grads)."""
+    rows = []
+    dtype = torch.bfloat16
+    fused_mod.NUM_WARPS = warps
+    for scale, heads, h, w, dim, kernel, dil in na_calls(height, width):
+        q, k, v = (torch.randn(batch, heads, h, w, dim, device='cuda', dtype=dtype) for _ in range(3))
+        rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, device='cuda')
+        leaves = [t.detach().requires_grad_() for t in (q, k, v, rpb)]
+        g_out = torch.randn_like(v)
+
+        def unfused(q, k, v, rpb):
+            attn = ops.na2d_qk_triton(q, k, kernel, dil, rpb).softmax(-1)
+            return ops.na2d_av_triton(attn, v, kernel, dil)
+
+        cells = []
+        for impl in (ops.na2d_triton, unfused):
+            fwd = time_fn(lambda: impl(q, k, v, kernel, dil, rpb) if impl is ops.na2d_triton else impl(q, k, v, rpb))
+            both = time_fn(lambda: torch.autograd.grad(
+                impl(*leaves[:3], kernel, dil, leaves[3]) if impl is ops.na2d_triton else impl(*leaves),
+                leaves, g_out))
+            cells.append((fwd, both))
+        tokens = q.numel()
+        # fwd: read q, k, v, write out (bf16) and the float32 log-sum-exp; bwd adds reading
+        # q, k, v, out, d out and writing dq, dk, dv
+        fwd_bytes = 2 * 4 * tokens + 4 * tokens // dim
+        both_bytes = fwd_bytes + 2 * 8 * tokens + 4 * tokens // dim
+        (f_fwd, f_both), (u_fwd, u_both) = cells
+        rows.append(f'| B{batch} {h}x{w} {scale} heads{heads} C{dim} k{kernel} d{dil} | {warps} '
+                    f'| {f_fwd:.3f} ({100 * fwd_bytes / f_fwd / 1e6 / copy_gbs:.0f}%) '
+                    f'| {f_both:.3f} ({100 * both_bytes / f_both / 1e6 / copy_gbs:.0f}%) '
+                    f'| {u_fwd:.3f} | {u_both:.3f} | {u_fwd / f_fwd:.1f}x / {u_both / f_both:.1f}x |')
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--skip-reference', action='store_true', help='time only the fast backends')
+    parser.add_argument('--fused-warps', type=int, nargs='+', default=[fused_mod.NUM_WARPS],
+                        help='warps per program of the fused kernels to time (default: the library\'s)')
+    parser.add_argument('--compile-only', action='store_true',
+                        help='run each NA op once at batch 1 to fill the kernel cache, time nothing')
     parser.add_argument('--out', type=Path, help='also write the markdown tables here')
     args = parser.parse_args()
-    scan_mod._check_scan_cuda()
     torch.manual_seed(0)
+    if args.compile_only:
+        def once(fn: Callable[[], object]) -> float:
+            fn()
+            return 1.0
+        for warps in args.fused_warps:
+            for height, width in ((224, 224), (800, 1344)):
+                bench_fused(1, height, width, warps, 1.0, once)
+        return
+    scan_mod._check_scan_cuda()
     copy_gbs = copy_bandwidth()
     lines = [f'Card: {torch.cuda.get_device_name()}, torch {torch.__version__}; '
              f'device-to-device copy {copy_gbs:.0f} GB/s (read + write)', '',
@@ -146,6 +201,13 @@ def main() -> None:
     print(lines[0], flush=True)
     for dtype in (torch.float32, torch.bfloat16):
         lines += bench_scan(dtype, args.skip_reference, copy_gbs)
+    lines += ['', 'Fused neighborhood attention vs unfused Triton (qk -> softmax -> av), bf16, ms '
+              '(%copy of minimum bytes); fwd+bwd = forward + backward to q, k, v, rpb', '',
+              '| call | warps | fused fwd | fused fwd+bwd | unfused fwd | unfused fwd+bwd | speed-up fwd / fwd+bwd |',
+              '|---|---|---|---|---|---|---|']
+    for warps in args.fused_warps:
+        for batch, height, width in ((128, 224, 224), (2, 800, 1344)):
+            lines += bench_fused(batch, height, width, warps, copy_gbs, median_ms)
     lines += ['', 'Neighborhood attention, bf16, ms (%copy of minimum bytes); bwd = fwd + bwd', '',
               '| call | qk fwd | av fwd | qk bwd | av bwd |', '|---|---|---|---|---|']
     for batch, height, width in ((128, 224, 224), (2, 800, 1344)):
