@@ -86,6 +86,13 @@ def resolve(op: str, tensor: Tensor) -> Callable:
     raise RuntimeError(f'no backend of {op} can run on {tensor.device} {tensor.dtype}')
 
 
+def disable(op: str, name: str) -> None:
+    """Never picks backend ``name`` of ``op`` again in this process (benchmarks compare paths)."""
+    if name not in backends(op):
+        raise ValueError(f'{op} has no backend {name!r}; it has {backends(op)}')
+    _disabled.add((op, name))
+
+
 def runs_kernel(op: str, tensor: Tensor) -> bool:
     """Whether ``op`` on ``tensor`` would run a fast kernel rather than the PyTorch reference.
 

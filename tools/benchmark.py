@@ -120,10 +120,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--threads', type=int, help='CPU threads (default: torch default)')
+    parser.add_argument('--unfused-na', action='store_true',
+                        help='disable the fused attention kernel: maps are stored and applied twice')
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.unfused_na:
+        ops.dispatch.disable('na2d', 'triton')
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
 
