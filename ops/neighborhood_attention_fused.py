@@ -8,15 +8,16 @@ log-sum-exp per query, and the backward recomputes the scores.
 Tiling. A program owns a ``TH x TW`` tile of queries that are contiguous in the group
 coordinates of one dilation group. Window starts grow by at most one per step, so the
 union of the tile's windows is a halo of at most ``(TH + kh - 1) x (TW + kw - 1)`` keys of
-the same group. The kernel walks the halo one key row at a time (``NC`` columns, a power of
-two), so every step is a pair of small matrix products, ``Q K^T`` and ``P V``, on the
-tensor cores; a per-(query, key) mask keeps each query inside its own window, and the
+the same group. The kernel walks the halo ``RS`` key rows at a time (``NC`` columns each,
+powers of two), so every step is a pair of small matrix products, ``Q K^T`` and ``P V``, on
+the tensor cores; a per-(query, key) mask keeps each query inside its own window, and the
 bias is read at the (query, key) offset.
 
 Backward, deterministic (no atomics):
 
 * a query-centric pass (the forward's tiling) gives ``dq`` and per-program partial sums of
-  ``d rpb``, summed afterwards;
+  ``d rpb`` (each step's ``dS`` gathered by bias column, then summed by bias row with a
+  one-hot product), summed over programs afterwards;
 * a key-centric pass gives ``dk`` and ``dv``: a program owns a tile of keys and walks the
   queries whose windows can hold them, an interval per axis (``_query_range``).
 """
@@ -34,7 +35,12 @@ if has_triton():
 
 # Queries per program: small tiles keep each query's halo (the work it costs) close to its window.
 TILE_QUERIES = 16
-NUM_WARPS = 2
+# Halo rows per loop step (at most): more independent work per step for a short loop. The
+# query-centric backward holds a d rpb accumulator and its one-hot operands too, so it takes
+# fewer rows per step when it computes d rpb (register pressure).
+ROWS_PER_STEP = 4
+ROWS_PER_STEP_RPB_GRAD = 2
+NUM_WARPS = 4
 
 if has_triton():
 
@@ -89,9 +95,10 @@ if has_triton():
         return tl.where(window, s * 1.4426950408889634, float('-inf'))
 
     @triton.jit
-    def _na2d_fwd_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr, heads, H, W, C, DH, DW, n_tx,
+    def _na2d_fwd_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr, heads, H, W, C: tl.constexpr, DH, DW, n_tx,
                          tiles_per_group, KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-                         NC: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr):
+                         NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
+                         PREC: tl.constexpr):
         M: tl.constexpr = TH * TW
         bh = tl.program_id(1).to(tl.int64)
         gy, gx, lgy, lgx, py0, px0 = _tile_origin(tl.program_id(0), H, W, DH, DW, n_tx, tiles_per_group, TH, TW)
@@ -103,28 +110,38 @@ if has_triton():
         sx = _window_start(px, lgx, KW)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
-        base = bh * H * W * C
-        q_off = base + ((py * DH + gy) * W + px * DW + gx)[:, None] * C + c[None, :]
+        # this program's (batch, head) slice; offsets within it stay 32-bit
+        q_ptr += bh * H * W * C
+        k_ptr += bh * H * W * C
+        v_ptr += bh * H * W * C
+        out_ptr += bh * H * W * C
+        lse_ptr += bh * H * W
+        q_lin = (py * DH + gy) * W + px * DW + gx
+        q_off = q_lin[:, None] * C + c[None, :]
         qt = tl.load(q_ptr + q_off, mask=q_ok[:, None] & c_ok[None, :], other=0.0)
         rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
 
-        # the halo: rows ky0.., columns kx0 + j
+        # the halo: rows ky0 .. ky0 + n_rows - 1, columns kx0 .. kx0 + NC - 1; a step takes RS rows
         ky0 = _window_start(py0, lgy, KH)
-        kx = _window_start(px0, lgx, KW) + tl.arange(0, NC)
-        col_ok = (kx < lgx) & (tl.arange(0, NC) < TW + KW - 1)
-        kv_mask = col_ok[:, None] & c_ok[None, :]
+        n_rows = tl.minimum(TH + KH - 1, lgy - ky0)
+        j = tl.arange(0, RS * NC)
+        kx = _window_start(px0, lgx, KW) + j % NC
+        col_ok = (kx < lgx) & (j % NC < TW + KW - 1)
         in_cols = (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & col_ok[None, :] & q_ok[:, None]
 
         m_i = tl.full([M], float('-inf'), tl.float32)
         l_i = tl.zeros([M], tl.float32)
         acc = tl.zeros([M, BLOCK_C], tl.float32)
-        for r in range(0, tl.minimum(TH + KH - 1, lgy - ky0)):
-            ky = ky0 + r
-            kv_off = base + ((ky * DH + gy) * W + kx * DW + gx)[:, None] * C + c[None, :]
-            kt = tl.load(k_ptr + kv_off, mask=kv_mask, other=0.0)
-            vt = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0)
-            window = ((ky >= sy) & (ky < sy + KH))[:, None] & in_cols
-            s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky, kx[None, :], window, KH, KW, HAS_RPB, PREC)
+        for r0 in range(0, n_rows, RS):
+            row = r0 + j // NC
+            ky = ky0 + row
+            key_ok = col_ok & (row < n_rows)
+            kv_off = ((ky * DH + gy) * W + kx * DW + gx)[:, None] * C + c[None, :]
+            kt = tl.load(k_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            vt = tl.load(v_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            window = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) & in_cols & key_ok[None, :]
+            s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky[None, :], kx[None, :], window, KH, KW,
+                        HAS_RPB, PREC)
             m_new = tl.maximum(m_i, tl.max(s, 1))
             # rows with no key yet keep m = -inf; subtracting 0 keeps exp2 away from NaN
             m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)
@@ -136,14 +153,13 @@ if has_triton():
         l_i = tl.where(l_i == 0.0, 1.0, l_i)  # only queries outside the group, which are not stored
         tl.store(out_ptr + q_off, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty),
                  mask=q_ok[:, None] & c_ok[None, :])
-        q_lin = bh * H * W + (py * DH + gy) * W + px * DW + gx
         tl.store(lse_ptr + q_lin, m_i + tl.log2(l_i), mask=q_ok)
 
     @triton.jit
     def _na2d_bwd_query_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, dq_ptr, drpb_ptr,
-                               heads, H, W, C, DH, DW, n_tx, tiles_per_group,
+                               heads, H, W, C: tl.constexpr, DH, DW, n_tx, tiles_per_group,
                                KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-                               NC: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
+                               NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
                                RPB_GRAD: tl.constexpr, NA: tl.constexpr, NB: tl.constexpr, PREC: tl.constexpr):
         """``dq = sum_keys dS k`` and this tile's partial ``d rpb``, with ``dS = P (dP - delta)``."""
         M: tl.constexpr = TH * TW
@@ -158,63 +174,76 @@ if has_triton():
         sx = _window_start(px, lgx, KW)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
-        base = bh * H * W * C
+        # this program's (batch, head) slice; offsets within it stay 32-bit
+        q_ptr += bh * H * W * C
+        k_ptr += bh * H * W * C
+        v_ptr += bh * H * W * C
+        dout_ptr += bh * H * W * C
+        dq_ptr += bh * H * W * C
+        lse_ptr += bh * H * W
+        delta_ptr += bh * H * W
         q_lin = (py * DH + gy) * W + px * DW + gx
-        q_off = base + q_lin[:, None] * C + c[None, :]
+        q_off = q_lin[:, None] * C + c[None, :]
         io_mask = q_ok[:, None] & c_ok[None, :]
         qt = tl.load(q_ptr + q_off, mask=io_mask, other=0.0)
         grad_out = tl.load(dout_ptr + q_off, mask=io_mask, other=0.0)
-        lse = tl.load(lse_ptr + bh * H * W + q_lin, mask=q_ok, other=0.0)
-        delta = tl.load(delta_ptr + bh * H * W + q_lin, mask=q_ok, other=0.0)
+        lse = tl.load(lse_ptr + q_lin, mask=q_ok, other=0.0)
+        delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
         rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
 
         ky0 = _window_start(py0, lgy, KH)
         kx0 = _window_start(px0, lgx, KW)
-        kx = kx0 + tl.arange(0, NC)
-        col_ok = (kx < lgx) & (tl.arange(0, NC) < TW + KW - 1)
-        kv_mask = col_ok[:, None] & c_ok[None, :]
+        n_rows = tl.minimum(TH + KH - 1, lgy - ky0)
+        j = tl.arange(0, RS * NC)
+        kx = kx0 + j % NC
+        col_ok = (kx < lgx) & (j % NC < TW + KW - 1)
         in_cols = (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & col_ok[None, :] & q_ok[:, None]
-        # d rpb in (bias row, (tile column, halo column)) coordinates: within one halo row the bias
-        # row depends on the query only, so the sum over queries is one product with a one-hot matrix
-        tile_col = i % TW
-        tj = tl.arange(0, TW * NC)
-        rpb_acc = tl.zeros([NA, TW * NC], tl.float32)
+        # d rpb: the product's rows taken as (query, halo row of the step) pairs have one bias row
+        # each, and gathering each row's halo columns by bias column (kx - px + KW - 1) makes the
+        # sum over all pairs one product with a one-hot matrix per step
+        u = tl.arange(0, M * RS)
+        u_query = u // RS
+        bias_col = tl.arange(0, NB)
+        halo_col = bias_col[None, :] - (kx0 - (px0 + u_query % TW) + KW - 1)[:, None]  # [M * RS, NB]
+        halo_col_ok = (halo_col >= 0) & (halo_col < NC)
+        halo_col = tl.minimum(tl.maximum(halo_col, 0), NC - 1)
+        bias_row0 = ky0 + u % RS - (py0 + u_query // TW) + KH - 1
+        rpb_acc = tl.zeros([NA, NB], tl.float32)
 
         dq = tl.zeros([M, BLOCK_C], tl.float32)
-        for r in range(0, tl.minimum(TH + KH - 1, lgy - ky0)):
-            ky = ky0 + r
-            kv_off = base + ((ky * DH + gy) * W + kx * DW + gx)[:, None] * C + c[None, :]
-            kt = tl.load(k_ptr + kv_off, mask=kv_mask, other=0.0)
-            vt = tl.load(v_ptr + kv_off, mask=kv_mask, other=0.0)
-            window = ((ky >= sy) & (ky < sy + KH))[:, None] & in_cols
-            s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky, kx[None, :], window, KH, KW, HAS_RPB, PREC)
+        for r0 in range(0, n_rows, RS):
+            row = r0 + j // NC
+            ky = ky0 + row
+            key_ok = col_ok & (row < n_rows)
+            kv_off = ((ky * DH + gy) * W + kx * DW + gx)[:, None] * C + c[None, :]
+            kt = tl.load(k_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            vt = tl.load(v_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            window = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) & in_cols & key_ok[None, :]
+            s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky[None, :], kx[None, :], window, KH, KW,
+                        HAS_RPB, PREC)
             p = tl.exp2(s - lse[:, None])
             dp = _mm(grad_out, tl.trans(vt.to(grad_out.dtype)), PREC)
             ds = p * (dp - delta[:, None])
             dq += _mm(ds.to(kt.dtype), kt, PREC)
             if RPB_GRAD:
-                bias_row = ky - py + KH - 1
-                one_hot = (tl.arange(0, NA)[None, :] == bias_row[:, None]).to(tl.float32)  # [M, NA]
-                ds_cols = tl.reshape(tl.broadcast_to(ds[:, None, :], (M, TW, NC)), (M, TW * NC))
-                ds_cols = tl.where((tj // NC)[None, :] == tile_col[:, None], ds_cols, 0.0)
-                rpb_acc += _mm(tl.trans(one_hot), ds_cols, PREC)
+                by_bias = tl.gather(tl.reshape(ds, (M * RS, NC)), halo_col, axis=1)
+                by_bias = tl.where(halo_col_ok, by_bias, 0.0)
+                one_hot = (tl.arange(0, NA)[None, :] == (bias_row0 + r0)[:, None]).to(tl.float32)  # [M * RS, NA]
+                rpb_acc += _mm(tl.trans(one_hot), by_bias, PREC)
         tl.store(dq_ptr + q_off, dq.to(dq_ptr.dtype.element_ty), mask=io_mask)
         if RPB_GRAD:
-            # halo column j seen from tile column t is bias column kx0 + j - (px0 + t) + KW - 1
-            bias_col = kx0 + tj % NC - px0 - tj // NC + KW - 1
-            shift = (bias_col[:, None] == tl.arange(0, NB)[None, :]).to(tl.float32)  # [TW * NC, NB]
-            part = _mm(rpb_acc, shift, PREC)
             a = tl.arange(0, NA)[:, None]
-            b = tl.arange(0, NB)[None, :]
+            b = bias_col[None, :]
             n_tiles = tl.num_programs(0).to(tl.int64)
             part_ptr = drpb_ptr + (bh * n_tiles + tile_id) * (2 * KH - 1) * (2 * KW - 1)
-            tl.store(part_ptr + a * (2 * KW - 1) + b, part, mask=(a < 2 * KH - 1) & (b < 2 * KW - 1))
+            tl.store(part_ptr + a * (2 * KW - 1) + b, rpb_acc, mask=(a < 2 * KH - 1) & (b < 2 * KW - 1))
 
     @triton.jit
     def _na2d_bwd_key_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
-                             heads, H, W, C, DH, DW, n_tx, tiles_per_group,
+                             heads, H, W, C: tl.constexpr, DH, DW, n_tx, tiles_per_group,
                              KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-                             NC: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr):
+                             NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
+                             PREC: tl.constexpr):
         """``dv = sum_queries P^T dO`` and ``dk = sum_queries dS^T q`` for a tile of keys."""
         M: tl.constexpr = TH * TW
         bh = tl.program_id(1).to(tl.int64)
@@ -225,8 +254,16 @@ if has_triton():
         k_ok = (my < lgy) & (mx < lgx)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
-        base = bh * H * W * C
-        k_off = base + ((my * DH + gy) * W + mx * DW + gx)[:, None] * C + c[None, :]
+        # this program's (batch, head) slice; offsets within it stay 32-bit
+        q_ptr += bh * H * W * C
+        k_ptr += bh * H * W * C
+        v_ptr += bh * H * W * C
+        dout_ptr += bh * H * W * C
+        dk_ptr += bh * H * W * C
+        dv_ptr += bh * H * W * C
+        lse_ptr += bh * H * W
+        delta_ptr += bh * H * W
+        k_off = ((my * DH + gy) * W + mx * DW + gx)[:, None] * C + c[None, :]
         io_mask = k_ok[:, None] & c_ok[None, :]
         kt = tl.load(k_ptr + k_off, mask=io_mask, other=0.0)
         vt = tl.load(v_ptr + k_off, mask=io_mask, other=0.0)
@@ -236,27 +273,28 @@ if has_triton():
         qx_lo, qx_hi = _query_range(mx0, tl.minimum(mx0 + TW - 1, lgx - 1), lgx, KW)
         # near a border more queries than NC can see a key column: walk them in chunks of NC
         n_chunks = tl.maximum(tl.cdiv(qx_hi - qx_lo + 1, NC), 0)
-        n_steps = tl.maximum(qy_hi - qy_lo + 1, 0) * n_chunks
+        n_steps = tl.maximum(tl.cdiv(qy_hi - qy_lo + 1, RS), 0) * n_chunks
+        j = tl.arange(0, RS * NC)
         dk = tl.zeros([M, BLOCK_C], tl.float32)
         dv = tl.zeros([M, BLOCK_C], tl.float32)
         for step in range(0, n_steps):
-            qy = qy_lo + step // n_chunks
-            qx = qx_lo + (step % n_chunks) * NC + tl.arange(0, NC)
-            col_ok = qx <= qx_hi
+            qy = qy_lo + (step // n_chunks) * RS + j // NC
+            qx = qx_lo + (step % n_chunks) * NC + j % NC
+            q_ok = (qx <= qx_hi) & (qy <= qy_hi)
             q_lin = (qy * DH + gy) * W + qx * DW + gx
-            q_off = base + q_lin[:, None] * C + c[None, :]
-            q_mask = col_ok[:, None] & c_ok[None, :]
+            q_off = q_lin[:, None] * C + c[None, :]
+            q_mask = q_ok[:, None] & c_ok[None, :]
             qt = tl.load(q_ptr + q_off, mask=q_mask, other=0.0)
             grad_out = tl.load(dout_ptr + q_off, mask=q_mask, other=0.0)
-            lse = tl.load(lse_ptr + bh * H * W + q_lin, mask=col_ok, other=0.0)
-            delta = tl.load(delta_ptr + bh * H * W + q_lin, mask=col_ok, other=0.0)
+            lse = tl.load(lse_ptr + q_lin, mask=q_ok, other=0.0)
+            delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
             sy = _window_start(qy, lgy, KH)
             sx = _window_start(qx, lgx, KW)
-            window = (k_ok & (my >= sy) & (my < sy + KH))[:, None] & col_ok[None, :] \
+            window = k_ok[:, None] & q_ok[None, :] & (my[:, None] >= sy[None, :]) & (my[:, None] < sy[None, :] + KH) \
                 & (mx[:, None] >= sx[None, :]) & (mx[:, None] < sx[None, :] + KW)
             # keys x queries: the transposed scores
-            st = _scores(kt, qt, rpb_head, qy, qx[None, :], my[:, None], mx[:, None], window, KH, KW, HAS_RPB,
-                         PREC)
+            st = _scores(kt, qt, rpb_head, qy[None, :], qx[None, :], my[:, None], mx[:, None], window, KH, KW,
+                         HAS_RPB, PREC)
             pt = tl.exp2(st - lse[None, :])
             dpt = _mm(vt.to(grad_out.dtype), tl.trans(grad_out), PREC)
             dst = pt * (dpt - delta[None, :])
@@ -271,6 +309,7 @@ class TileConfig(NamedTuple):
     th: int  # query (or key) rows per tile, group coordinates
     tw: int  # columns per tile
     nc: int  # halo columns per step (power of two)
+    rs: int  # halo rows per step (power of two)
     n_tx: int  # tiles per group row
     tiles_per_group: int
     groups: int
@@ -283,8 +322,9 @@ def _next_pow2(n: int) -> int:
 def tile_config(height: int, width: int, kernel: Tuple[int, int], dilation: Tuple[int, int]) -> TileConfig:
     """Picks the tile shape that minimises the padded (query, halo key) pairs over the map.
 
-    Every query of a tile is scored against the whole halo, padded to ``NC`` columns, so a wide
-    tile wastes work on a narrow window and vice versa (e.g. 4x4 tiles for k = 11, 2x8 for k = 7).
+    Every query of a tile is scored against the whole halo, padded to ``NC`` columns and to a
+    multiple of ``RS`` rows, so a wide tile wastes work on a narrow window and vice versa
+    (e.g. 4x4 tiles for k = 11, 2x8 for k = 7).
     """
     (kh, kw), (dh, dw) = kernel, dilation
     rows, cols = -(-height // dh), -(-width // dw)  # the longest group per axis
@@ -293,15 +333,17 @@ def tile_config(height: int, width: int, kernel: Tuple[int, int], dilation: Tupl
     while tw <= TILE_QUERIES:
         th = TILE_QUERIES // tw
         nc = _dot_dim(min(tw + kw - 1, cols))
+        halo_rows = min(th + kh - 1, rows)
+        rs = min(ROWS_PER_STEP, _next_pow2(halo_rows))
         n_ty, n_tx = -(-rows // th), -(-cols // tw)
-        cost = n_ty * n_tx * TILE_QUERIES * min(th + kh - 1, rows) * nc
+        cost = n_ty * n_tx * TILE_QUERIES * -(-halo_rows // rs) * rs * nc
         if best is None or cost < best[0]:
-            best = cost, TileConfig(th, tw, nc, n_tx, n_ty * n_tx, dh * dw)
+            best = cost, TileConfig(th, tw, nc, rs, n_tx, n_ty * n_tx, dh * dw)
         tw *= 2
     return best[1]
 
 
-def _grad_outprecision(*tensors: Tensor) -> str:
+def _dot_precision(*tensors: Tensor) -> str:
     """float32 products run exactly unless torch allows TF32 or autocast is on (then inputs are
     already low-precision by choice); 16-bit inputs make the float32 products TF32 too."""
     if all(t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
@@ -327,13 +369,14 @@ class NA2DFn(torch.autograd.Function):
         rpb_c = None if rpb is None else rpb.contiguous()
         b, heads, height, width, dim = query.shape
         cfg = tile_config(height, width, kernel, dilation)
-        precision = _grad_outprecision(query, value)
+        precision = _dot_precision(query, value)
         out = torch.empty(query.shape, device=query.device, dtype=torch.promote_types(query.dtype, value.dtype))
         lse = torch.empty(b, heads, height, width, device=query.device, dtype=torch.float32)
         grid = (cfg.groups * cfg.tiles_per_group, b * heads)
         _na2d_fwd_kernel[grid](query, key, value, rpb_c if rpb_c is not None else query, out, lse, heads, height,
                                width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group,
-                               KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, BLOCK_C=_dot_dim(dim),
+                               KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs,
+                               BLOCK_C=_dot_dim(dim),
                                HAS_RPB=rpb_c is not None, PREC=precision, num_warps=NUM_WARPS)
         ctx.save_for_backward(query, key, value, rpb_c, out, lse)
         ctx.window = kernel, dilation, cfg, precision
@@ -348,7 +391,8 @@ class NA2DFn(torch.autograd.Function):
         delta = (dout.float() * out.float()).sum(-1)  # [B, heads, H, W]: rowsum(dO * O) = rowsum(P * dP)
         grid = (cfg.groups * cfg.tiles_per_group, b * heads)
         rpb_arg = rpb if rpb is not None else query
-        common = dict(KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, BLOCK_C=_dot_dim(dim),
+        common = dict(KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs,
+                               BLOCK_C=_dot_dim(dim),
                       HAS_RPB=rpb is not None, PREC=precision, num_warps=NUM_WARPS)
         shape = (heads, height, width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group)
         rpb_grad = rpb is not None and ctx.needs_input_grad[3]
@@ -358,9 +402,10 @@ class NA2DFn(torch.autograd.Function):
             bias_entries = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
             parts = torch.empty(b, heads, grid[0], bias_entries if rpb_grad else 0, device=query.device,
                                 dtype=torch.float32)
+            query_common = dict(common, RS=min(cfg.rs, ROWS_PER_STEP_RPB_GRAD)) if rpb_grad else common
             _na2d_bwd_query_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dq, parts, *shape,
                                          RPB_GRAD=rpb_grad, NA=_dot_dim(2 * kernel[0] - 1),
-                                         NB=_dot_dim(2 * kernel[1] - 1), **common)
+                                         NB=_dot_dim(2 * kernel[1] - 1), **query_common)
             if rpb_grad:
                 drpb = parts.sum((0, 2)).view(rpb.shape).to(rpb.dtype)
         dk = dv = None
