@@ -52,8 +52,8 @@ def maybe(fn: Callable[[], float]) -> Optional[float]:
         return None
 
 
-def fmt(ms: Optional[float]) -> str:
-    return 'OOM' if ms is None else f'{ms:.3f}'
+def fmt(ms: Optional[float], skipped: bool = False) -> str:
+    return '-' if skipped else 'OOM' if ms is None else f'{ms:.3f}'
 
 
 def bench_scan(dtype: torch.dtype, skip_ref: bool, copy_gbs: float) -> List[str]:
@@ -84,7 +84,7 @@ def bench_scan(dtype: torch.dtype, skip_ref: bool, copy_gbs: float) -> List[str]
             ref_bwd = maybe(lambda: median_ms(ref_backward))  # includes its forward: autograd needs it
         rows.append(f'| scan {batch}x{dim}x{length} {str(dtype)[6:]} | {fwd:.3f} | {fwd_bytes / fwd / 1e6:.0f} '
                     f'({100 * fwd_bytes / fwd / 1e6 / copy_gbs:.0f}%) | {bwd:.3f} | {bwd_bytes / bwd / 1e6:.0f} '
-                    f'({100 * bwd_bytes / bwd / 1e6 / copy_gbs:.0f}%) | {fmt(ref_fwd)} | {fmt(ref_bwd)} |')
+                    f'({100 * bwd_bytes / bwd / 1e6 / copy_gbs:.0f}%) | {fmt(ref_fwd, skip_ref)} | {fmt(ref_bwd, skip_ref)} |')
         print(rows[-1], flush=True)
     return rows
 
