@@ -86,6 +86,28 @@ def resolve(op: str, tensor: Tensor) -> Callable:
     raise RuntimeError(f'no backend of {op} can run on {tensor.device} {tensor.dtype}')
 
 
+def disable(op: str, name: str) -> None:
+    """Never picks backend ``name`` of ``op`` again in this process (benchmarks compare paths)."""
+    if name not in backends(op):
+        raise ValueError(f'{op} has no backend {name!r}; it has {backends(op)}')
+    _disabled.add((op, name))
+
+
+def runs_kernel(op: str, tensor: Tensor) -> bool:
+    """Whether ``op`` on ``tensor`` would run a fast kernel rather than the PyTorch reference.
+
+    Lets a caller pick between formulations (e.g. a fused op against a stored intermediate)
+    without naming a backend; honours a forced backend and backends disabled after a failure.
+    """
+    name = forced_backend()
+    if name and name != 'auto':
+        return name != REFERENCE and any(b.name == name and b.available(tensor) for b in _REGISTRY[op])
+    for backend in _REGISTRY[op]:
+        if (op, backend.name) not in _disabled and backend.available(tensor):
+            return backend.name != REFERENCE
+    return False
+
+
 def _falling_back(op: str, backend: Backend, tensor: Tensor) -> Callable:
     """``backend.fn``; if it raises RuntimeError, disables it and reruns the call on the next one."""
     def call(*args, **kwargs):

@@ -180,3 +180,25 @@ def na2d_av_ref(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: I
         values = value_rows[..., lo:hi, :].reshape(b, heads, height, kh * (hi - lo), dim)
         tiles.append(span.flatten(-2) @ values)
     return torch.cat(tiles, dim=3)
+
+
+def na2d_ref(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+             rpb: Optional[Tensor] = None) -> Tensor:
+    """Neighborhood attention in one call: ``softmax(q . k + rpb) @ v`` over each window.
+
+    The composition of :func:`na2d_qk_ref`, a softmax over the window and :func:`na2d_av_ref`;
+    the query is expected pre-scaled. Fused kernels compute this without storing the maps.
+
+    Args:
+        query, key, value: ``(B, heads, H, W, C)``; ``query`` and ``key`` of one dtype.
+        kernel_size, dilation: int or ``(kh, kw)`` / ``(dh, dw)``.
+        rpb: optional ``(heads, 2*kh - 1, 2*kw - 1)``.
+
+    Returns:
+        ``(B, heads, H, W, C)`` in the promoted dtype of ``query`` and ``value``.
+    """
+    _check_5d('value', value)
+    if value.shape != query.shape:
+        raise ValueError(f'query and value shapes differ: {tuple(query.shape)} vs {tuple(value.shape)}')
+    attn = na2d_qk_ref(query, key, kernel_size, dilation, rpb).softmax(dim=-1)
+    return na2d_av_ref(attn, value, kernel_size, dilation)

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .neighborhood_attention import IntOrPair, _check_5d, _window_mask, axis_neighbors, normalize_window_args
+from .neighborhood_attention import IntOrPair, _check_5d, axis_neighbors, normalize_window_args
 
 try:
     import triton
@@ -185,13 +185,14 @@ def _scatter(weights: Tensor, x: Tensor, kernel: Tuple[int, int], dilation: Tupl
 
 def _rpb_grad(dattn: Tensor, rpb: Tensor, kernel: Tuple[int, int], dilation: Tuple[int, int]) -> Tensor:
     """Sums ``dattn`` over the batch and every slot that reads each bias entry."""
-    _, heads, height, width, n = dattn.shape
+    _, heads, height, width, _ = dattn.shape
     rows = axis_neighbors(height, kernel[0], dilation[0], dattn.device)
     cols = axis_neighbors(width, kernel[1], dilation[1], dattn.device)
-    per_slot = dattn.float().sum(0).reshape(heads, height * width * n)
+    per_slot = dattn.float().sum(0).reshape(heads, -1)  # [heads, H * W * kh * kw]
+    # bias entry of slot (a, b) of query (i, j): rows.bias[i, a] * (2 kw - 1) + cols.bias[j, b]
     index = (rows.bias[:, None, :, None] * (2 * kernel[1] - 1) + cols.bias[None, :, None, :]).reshape(-1)
     if not (rows.all_valid and cols.all_valid):
-        keep = _window_mask(rows, cols).reshape(-1)
+        keep = (rows.valid[:, None, :, None] & cols.valid[None, :, None, :]).reshape(-1)
         per_slot, index = per_slot[:, keep], index[keep]
     grad = torch.zeros(heads, (2 * kernel[0] - 1) * (2 * kernel[1] - 1), device=dattn.device, dtype=torch.float32)
     grad.index_add_(1, index, per_slot)

@@ -15,6 +15,7 @@ import torch
 
 import ops
 from ops import dispatch
+from ops.neighborhood_attention_fused import na2d_triton
 from ops.neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton
 from ops.selective_scan import has_cuda_scan, selective_scan_states_cuda
 
@@ -68,7 +69,8 @@ def test_scan_forward_backward(batch, dim, length, dtype):
         grad = torch.randn_like(out)
         wrt = [u, delta, A, B] + ([bias] if use_bias else [])
         grads = torch.autograd.grad(out, wrt, grad)
-        grads_ref = torch.autograd.grad(ref, wrt, grad)
+        # at length 1 the reference never multiplies by exp(delta * A) (h_{-1} = 0): dA is zero
+        grads_ref = torch.autograd.grad(ref, wrt, grad, allow_unused=True, materialize_grads=True)
         for name, g, g_ref in zip(['du', 'ddelta', 'dA', 'dB', 'dbias'], grads, grads_ref):
             assert g.dtype == g_ref.dtype and g.shape == g_ref.shape, name
             assert rel_err(g, g_ref) < TOL[dtype] * (1 if dtype == torch.float32 else 2), (name, n, groups)
@@ -135,6 +137,60 @@ def test_na_triton_dtypes(height, width, dim, kernel, dilation, dtype):
     check_na(2, 3, height, width, dim, kernel, dilation, dtype, 'cuda')
 
 
+def check_fused(batch, heads, height, width, dim, kernel, dilation, dtype, device, use_rpb=True, value_dtype=None,
+                seed=0):
+    """Fused Triton ``na2d`` vs ``na2d_ref`` run in higher precision: output and every gradient."""
+    kh, kw = ops.normalize_window_args(kernel, dilation)[0]
+    gen = torch.Generator(device='cpu').manual_seed(seed)
+    q, k, v = (torch.randn(batch, heads, height, width, dim, generator=gen) for _ in range(3))
+    rpb = torch.randn(heads, 2 * kh - 1, 2 * kw - 1, generator=gen) if use_rpb else None
+    g_out = torch.randn(q.shape, generator=gen)
+    ref_dtype = torch.float64 if device == 'cpu' else torch.float32
+    dtypes = (dtype, dtype, value_dtype or dtype, torch.float32)
+    leaves = [None if t is None else t.to(device, dt).requires_grad_() for t, dt in zip((q, k, v, rpb), dtypes)]
+    ref_leaves = [None if t is None else t.detach().to(ref_dtype).requires_grad_() for t in leaves]
+    out = na2d_triton(*leaves[:3], kernel, dilation, leaves[3])
+    ref = ops.na2d_ref(*ref_leaves[:3], kernel, dilation, ref_leaves[3])
+    assert out.dtype == torch.promote_types(dtype, value_dtype or dtype) and out.shape == q.shape
+    wrt = [i for i, t in enumerate(leaves) if t is not None]
+    grads = torch.autograd.grad(out, [leaves[i] for i in wrt], g_out.to(device, out.dtype))
+    grads_ref = torch.autograd.grad(ref, [ref_leaves[i] for i in wrt], g_out.to(device, ref_dtype))
+    tol = max(TOL[dtype], TOL[value_dtype or dtype])
+    err = rel_err(out, ref)
+    assert err < tol, f'out: relative error {err:.2e} >= {tol:.0e}'
+    for i, g, g_ref in zip(wrt, grads, grads_ref):
+        name = ['dq', 'dk', 'dv', 'drpb'][i]
+        assert g.dtype == leaves[i].dtype, name
+        err = rel_err(g, g_ref)
+        assert err < 2 * tol, f'{name}: relative error {err:.2e} >= {2 * tol:.0e}'
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize('kernel', [7, 9, 11])
+@pytest.mark.parametrize('dilation', [1, 2, 4, 7, 11])
+def test_fused_na_windows_and_dilations(kernel, dilation):
+    height, width = kernel * dilation // 2 + 5, kernel * dilation + 3
+    check_fused(2, 2, height, width, 24, kernel, dilation, torch.float32, 'cuda', seed=kernel * 100 + dilation)
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('height,width,dim,kernel,dilation,use_rpb', [
+    (56, 56, 24, 11, 5, True), (28, 28, 24, 9, 1, True), (14, 14, 32, 7, 2, True),  # A2Mamba-T at 224 px
+    (5, 8, 16, 9, 1, True),  # below the window: global along both axes
+    (9, 30, 32, (7, 5), (1, 4), False), (33, 17, 12, 11, (3, 1), True),
+])
+def test_fused_na_dtypes(height, width, dim, kernel, dilation, use_rpb, dtype):
+    check_fused(2, 3, height, width, dim, kernel, dilation, dtype, 'cuda', use_rpb)
+
+
+@needs_cuda_triton
+def test_fused_na_mixed_dtypes_under_autocast():
+    """The model's case: float32 q/k (after RoPE) and bfloat16 values under bf16 autocast (TF32 products)."""
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        check_fused(2, 2, 28, 28, 24, 9, 3, torch.float32, 'cuda', value_dtype=torch.bfloat16)
+
+
 @needs_cuda_triton
 @needs_cuda_scan
 def test_model_fast_backends_match_reference():
@@ -144,21 +200,35 @@ def test_model_fast_backends_match_reference():
     torch.backends.cudnn.allow_tf32 = False
     model = create_model('a2mamba_n').cuda().eval()
     x = torch.randn(2, 3, 224, 160, device='cuda')
-    with torch.no_grad():
-        fast = model(x)
-        with ops.use_backend('reference'):
-            ref = model(x)
+    assert ops.runs_kernel('na2d', x)
+    fast = model(x)
+    with ops.use_backend('reference'):
+        ref = model(x)
     assert rel_err(fast, ref) < 1e-4
+    grad = torch.randn_like(fast)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(fast, params, grad)
+    grads_ref = torch.autograd.grad(ref, params, grad)
+    worst = max(rel_err(g, g_ref) for g, g_ref in zip(grads, grads_ref) if g_ref.norm() > 0)
+    assert worst < 2e-3
 
 
 # ------------------------------------------------ Triton interpreter (CPU) and dispatch
 
 @pytest.mark.skipif(not INTERPRETING, reason='runs inside test_triton_interpreter_on_cpu (TRITON_INTERPRET=1)')
-@pytest.mark.parametrize('batch,heads,height,width,dim,kernel,dilation', [
-    (1, 2, 9, 11, 8, 3, 2), (2, 1, 5, 4, 6, 7, 1), (1, 1, 13, 10, 5, 5, (3, 2)),
+def test_interpreted_na():
+    check_na(1, 2, 9, 11, 8, 3, 2, torch.float32, 'cpu')
+
+
+@pytest.mark.skipif(not INTERPRETING, reason='runs inside test_triton_interpreter_on_cpu (TRITON_INTERPRET=1)')
+@pytest.mark.parametrize('heads,height,width,dim,kernel,dilation,use_rpb', [
+    (2, 9, 11, 8, 3, 2, True),  # several tiles per dilation group
+    (1, 5, 4, 6, 7, 1, True),  # below the window on both axes
+    (1, 13, 10, 5, 5, (3, 2), False),  # groups of unequal length, odd channels
+    (1, 6, 13, 16, (7, 5), (1, 2), True),  # non-square window, dilation on one axis
 ])
-def test_interpreted_na(batch, heads, height, width, dim, kernel, dilation):
-    check_na(batch, heads, height, width, dim, kernel, dilation, torch.float32, 'cpu')
+def test_interpreted_fused_na(heads, height, width, dim, kernel, dilation, use_rpb):
+    check_fused(1, heads, height, width, dim, kernel, dilation, torch.float32, 'cpu', use_rpb)
 
 
 @pytest.mark.skipif(INTERPRETING, reason='this is the launcher of the interpreted tests')
@@ -167,8 +237,8 @@ def test_triton_interpreter_on_cpu():
     python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
     env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=python_path)
     proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__,
-                           '-k', 'test_interpreted_na'], env=env, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0 and '3 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+                           '-k', 'test_interpreted'], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and '5 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def test_failing_backend_falls_back_once(monkeypatch, caplog):
@@ -191,6 +261,38 @@ def test_failing_backend_falls_back_once(monkeypatch, caplog):
     assert torch.equal(first, expected) and torch.equal(second, expected)
     assert len(calls) == 1
     assert sum('broken' in r.getMessage() for r in caplog.records) == 1
+
+
+def test_model_uses_fused_op_where_it_runs_a_kernel(monkeypatch):
+    """With a kernel registered for ``na2d``, MASS calls it for all four aggregations (values
+    and states, both scales) and never materialises a map; the result equals the unfused path."""
+    from a2mamba_core import create_model
+
+    calls = []
+
+    def fused(*args):
+        calls.append(args[2].shape)
+        return ops.na2d_ref(*args)
+
+    def no_maps(*args):
+        raise AssertionError('the fused path must not compute attention maps')
+
+    model = create_model('a2mamba_n').eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        unfused = model(x)
+    registry = {op: list(entries) for op, entries in dispatch._REGISTRY.items()}
+    monkeypatch.setattr(dispatch, '_REGISTRY', registry)
+    dispatch.register_backend('na2d', 'fused-test', fused, lambda t: True)
+    dispatch.register_backend('na2d_qk', 'no-maps', no_maps, lambda t: True)
+    assert ops.runs_kernel('na2d', x)
+    with torch.no_grad():
+        out = model(x)
+    torch.testing.assert_close(out, unfused, rtol=1e-5, atol=1e-5)
+    blocks = [len(stage.blocks) for stage in model.stages]
+    assert len(calls) == 4 * sum(blocks[:3]) + 2 * blocks[3]
+    with ops.use_backend('reference'):
+        assert not ops.runs_kernel('na2d', x)
 
 
 def test_forced_backend_that_cannot_run_raises():

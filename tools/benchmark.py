@@ -120,16 +120,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--threads', type=int, help='CPU threads (default: torch default)')
+    parser.add_argument('--unfused-na', action='store_true',
+                        help='disable the fused attention kernel: maps are stored and applied twice')
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.unfused_na:
+        ops.dispatch.disable('na2d', 'triton')
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
 
     print(f'machine: {machine_description(device)}')
-    print(f'ops backends: na2d_qk={ops.backends("na2d_qk")}, scan={ops.backends("selective_scan_states")}, '
-          f'forced={ops.dispatch.forced_backend() or "auto"}\n')
+    probe = torch.empty(0, device=device)
+    print(f'ops backends: na2d={ops.backends("na2d")} (fused kernel here: {ops.runs_kernel("na2d", probe)}), '
+          f'scan={ops.backends("selective_scan_states")}, forced={ops.dispatch.forced_backend() or "auto"}\n')
     print('| model | params (M) | seed table (M) |\n|---|---|---|')
     for name in a2mamba_core.list_models():
         params = sum(p.numel() for p in a2mamba_core.create_model(name).parameters()) / 1e6
