@@ -6,7 +6,7 @@ PyPI (``stardist/data/images/{img2d,mask2d}.tif``). The wheel is fetched with ``
 (or given with ``--wheel``); the TIFFs are read from it with Pillow and checked against their
 SHA-256, so every machine gets the same dataset. Nothing is committed to the repository.
 
-Split (deterministic): the bottom-right 256x256 quadrant (29 nuclei) is the validation image;
+Split (deterministic): the bottom-right 256x256 quadrant (28 nuclei) is the validation image;
 the training images are the 256x256 crops, at a 64-px stride, that do not overlap it (9 crops).
 Nuclei cut by a crop border keep their visible part if it has at least ``MIN_AREA`` pixels.
 
@@ -52,7 +52,7 @@ CLASSES = ('nucleus',)
 
 def download_wheel(dest: Path) -> Path:
     """``pip download`` of the stardist wheel (PyPI only; no dependencies)."""
-    cmd = [sys.executable, '-m', 'pip', 'download', '--disable-pip-version-check', '--no-deps',
+    cmd = [sys.executable, '-m', 'pip', 'download', '-q', '--disable-pip-version-check', '--no-deps',
            '--only-binary=:all:', *WHEEL_TAGS, STARDIST, '-d', str(dest)]
     subprocess.run(cmd, check=True)
     wheels = sorted(dest.glob('stardist-0.9.2-*.whl'))

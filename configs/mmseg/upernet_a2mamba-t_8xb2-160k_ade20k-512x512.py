@@ -27,7 +27,6 @@ sync_bn = 'torch'
 # AdamW, no weight decay on norms, relative position biases and the SSM's A_logs/Ds.
 optim_wrapper = dict(
     type='AmpOptimWrapper',
-    loss_scale='dynamic',
     paramwise_cfg=dict(
         _delete_=True,
         norm_decay_mult=0.0,
