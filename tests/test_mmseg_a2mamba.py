@@ -97,10 +97,13 @@ def test_upernet_train_and_test_step_on_odd_sizes():
         assert result.seg_logits.data.shape == (150, *shape)
 
 
-def random_checkpoint(cfg: Config, path: str) -> None:
-    """A segmentor checkpoint as mmengine saves one (random weights, dataset meta)."""
+def random_checkpoint(cfg: Config, path: str, runner_meta: bool = False) -> None:
+    """A segmentor checkpoint with random weights and the dataset meta; ``runner_meta`` adds a
+    pickled numpy scalar as mmengine's Runner does, which torch's default weights_only load refuses."""
     model = build(cfg)
     meta = dict(dataset_meta=dict(classes=cfg.metainfo['classes'], palette=cfg.metainfo['palette']))
+    if runner_meta:
+        meta['seed'] = np.int64(0)
     torch.save(dict(state_dict=model.state_dict(), meta=meta), path)
 
 
@@ -120,7 +123,7 @@ def test_visualize_attention_writes_a_png(tmp_path):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     cfg = Config.fromfile(DEMO)
-    random_checkpoint(cfg, str(tmp_path / 'demo.pth'))
+    random_checkpoint(cfg, str(tmp_path / 'demo.pth'), runner_meta=True)
     image = tmp_path / 'cells.png'
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (120, 90, 3), dtype=np.uint8)).save(image)
     out = tmp_path / 'attention.png'

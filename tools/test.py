@@ -12,6 +12,9 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+# mmengine 0.10 checkpoints hold pickled Python objects (its message hub, numpy scalars), which
+# torch >= 2.6 rejects under its default weights_only=True; the checkpoints loaded here are the user's.
+os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
 
 
 def parse_args() -> argparse.Namespace:

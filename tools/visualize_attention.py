@@ -7,6 +7,7 @@ over heads), painted onto the image. Works with any mmseg config whose backbone 
         [--block -1] [--out attention.png] [--device cpu]
 """
 import argparse
+import os
 import os.path as osp
 import sys
 from typing import List, Optional, Sequence, Tuple
@@ -120,6 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for path in (args.config, args.checkpoint, args.image):
         if not osp.isfile(path):
             raise FileNotFoundError(f'no such file: {path}')
+    # mmengine 0.10 checkpoints hold pickled Python objects (its message hub, numpy scalars), which
+    # torch >= 2.6 rejects under its default weights_only=True; this one is the user's own.
+    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     model = init_model(args.config, args.checkpoint, device=args.device)
     mixer = find_mixer(model, args.stage, args.block)
     image = mmcv.imread(args.image, channel_order='rgb')

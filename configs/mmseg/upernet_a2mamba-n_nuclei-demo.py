@@ -53,7 +53,7 @@ val_dataloader = dict(
         **dataset))
 test_dataloader = val_dataloader
 
-max_iters = 150
+max_iters = 100
 train_cfg = dict(max_iters=max_iters, val_interval=50)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=10),

@@ -17,7 +17,7 @@ import time
 from typing import Dict, List, Tuple
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
@@ -34,16 +34,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=10, help='untimed iterations first')
     parser.add_argument('--max-seconds', type=float, default=float('inf'),
                         help='stop the timed loop early after this long (the rate is still exact)')
+    parser.add_argument('--device', default='cuda', help='torch device (cpu: a smoke run, no memory figure)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     return parser.parse_args()
 
 
-def detection_batch(batch_size: int, size: Tuple[int, int], num_classes: int, device: str) -> Dict[str, list]:
+def detection_batch(batch_size: int, size: Tuple[int, int], num_classes: int, device: torch.device) -> Dict[str, list]:
     from mmdet.testing import demo_mm_inputs
     return demo_mm_inputs(batch_size, [(3, *size)] * batch_size, num_items=[20] * batch_size,
                           num_classes=num_classes, with_mask=True, device=device)
 
 
-def segmentation_batch(batch_size: int, size: Tuple[int, int], num_classes: int, device: str) -> Dict[str, list]:
+def segmentation_batch(batch_size: int, size: Tuple[int, int], num_classes: int, device: torch.device) -> Dict[str, list]:
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     generator = torch.Generator().manual_seed(0)
@@ -61,10 +63,13 @@ def segmentation_batch(batch_size: int, size: Tuple[int, int], num_classes: int,
 def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     scope = cfg.get('default_scope')
     init_default_scope(scope)
     cfg.model.backbone.init_cfg = None  # speed does not depend on the weights
-    device = 'cuda'
+    device = torch.device(args.device)
+    on_gpu = device.type == 'cuda'
     model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device)  # one GPU: plain BN
     model.init_weights()
     model.train()
@@ -79,22 +84,26 @@ def main() -> None:
 
     for _ in range(args.warmup):
         model.train_step(batch, optim_wrapper)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    if on_gpu:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     done = 0
     losses = {}
     while done < args.iters and time.perf_counter() - start < args.max_seconds:
         losses = model.train_step(batch, optim_wrapper)
         done += 1
-    torch.cuda.synchronize()
+    if on_gpu:
+        torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     finite = all(torch.isfinite(v).all().item() for v in losses.values() if isinstance(v, torch.Tensor))
     print(json.dumps(dict(
-        config=osp.basename(args.config), device=torch.cuda.get_device_name(), torch=torch.__version__,
+        config=osp.basename(args.config), device=torch.cuda.get_device_name(device) if on_gpu else 'cpu',
+        torch=torch.__version__,
         optim_wrapper=cfg.optim_wrapper.type, batch_size=args.batch_size, size=list(size), iters=done,
         seconds=round(elapsed, 2), it_per_s=round(done / elapsed, 3), img_per_s=round(done * args.batch_size / elapsed, 2),
-        peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2 ** 30, 2), losses_finite=finite)))
+        peak_mem_gib=round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if on_gpu else None,
+        losses_finite=finite)))
 
 
 if __name__ == '__main__':

@@ -18,11 +18,12 @@ CP312=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312
 
 # Pure-Python packages (any platform) and the compiled ones (cp312) that the image lacks; the
 # image already has numpy, scipy, matplotlib, opencv-python-headless, pillow, pyyaml, rich,
-# regex, tqdm, six, packaging, einops and timm.
+# regex, tqdm, six, packaging, einops and timm. setuptools 80.9: mmcv's setup.py imports
+# pkg_resources, which setuptools 81+ dropped.
 "${PIP[@]}" "${CP312[@]}" -d "$DEST" \
     mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 \
     addict yapf platformdirs termcolor terminaltables prettytable wcwidth ftfy \
-    pycocotools shapely
+    pycocotools shapely setuptools==80.9.0
 # mmcv 2.1.0 has no wheel for torch 2.11 / CUDA 13: its sdist is built there.
 "${PIP[@]}" --no-binary :all: --no-build-isolation -d "$DEST/src" mmcv==2.1.0
 "${PIP[@]}" --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
