@@ -75,7 +75,7 @@ setup(
     name='a2mamba-openmmlab',
     version=read_version(),
     description='A2Mamba (arXiv 2507.16624) for mmpretrain, mmdet and mmsegmentation',
-    packages=['a2mamba_core', 'ops', 'mmpretrain_ext', 'mmdet_ext', 'mmseg_ext'],
+    packages=['a2mamba_core', 'ops', 'mmengine_ext', 'mmpretrain_ext', 'mmdet_ext', 'mmseg_ext'],
     package_data={'ops': ['csrc/selective_scan/*']},
     python_requires='>=3.10',
     install_requires=['torch>=2.1', 'einops'],

@@ -234,6 +234,15 @@ class MASS(nn.Module):
         kh, kw = self.window_size
         return max(1, min(height // kh, kh)), max(1, min(width // kw, kw))
 
+    def split_heads(self, qkv: Tensor, pos_enc: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """``q, k, v: (B, heads, H, W, hd)`` from the ``qkv`` projection ``(B, 3C, H, W)``, with
+        RoPE applied to ``q`` (also scaled) and ``k``: the inputs of :meth:`attention_maps`."""
+        q, k, v = rearrange(qkv, 'b (m n c) h w -> m b n h w c', m=3, n=self.num_heads)
+        sin, cos = pos_enc
+        q = apply_rope(q, sin, cos) * self.scale
+        k = apply_rope(k, sin, cos)
+        return q, k, v
+
     def attention_maps(self, q: Tensor, k: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor]:
         """Softmaxed maps of both scales for ``q, k: (B, heads, H, W, hd)`` (RoPE applied)."""
         q1, q2 = q.chunk(2, dim=1)
@@ -258,10 +267,7 @@ class MASS(nn.Module):
         gate = self.gate(x)
         qkv = self.qkv(x)
         lepe = self.lepe(qkv[:, 2 * c:])
-        q, k, v = rearrange(qkv, 'b (m n c) h w -> m b n h w c', m=3, n=self.num_heads)
-        sin, cos = pos_enc
-        q = apply_rope(q, sin, cos) * self.scale
-        k = apply_rope(k, sin, cos)
+        q, k, v = self.split_heads(qkv, pos_enc)
 
         neighborhoods = Neighborhoods(self, q, k)
         v1, v2 = v.chunk(2, dim=1)
