@@ -70,6 +70,7 @@ def main() -> None:
     cfg.model.backbone.init_cfg = None  # speed does not depend on the weights
     device = torch.device(args.device)
     on_gpu = device.type == 'cuda'
+    torch.backends.cudnn.benchmark = cfg.get('env_cfg', {}).get('cudnn_benchmark', False)  # as the Runner would
     model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device)  # one GPU: plain BN
     model.init_weights()
     model.train()
