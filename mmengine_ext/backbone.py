@@ -89,8 +89,10 @@ class A2MambaBackbone(BaseModule):
                              f'k: the stem and stages 1..k), got {frozen_stages!r}')
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
-        if _is_pretrained(init_cfg) and not init_cfg.get('checkpoint'):
-            raise ValueError(f"init_cfg of type 'Pretrained' needs a checkpoint path, got {init_cfg}")
+        if _is_pretrained(init_cfg):
+            if not init_cfg.get('checkpoint') or not set(init_cfg) <= {'type', 'checkpoint', 'weights'}:
+                raise ValueError("init_cfg must be dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema'])"
+                                 f', got {init_cfg}')
         self.arch = arch
         self.out_indices = resolve_out_indices(out_indices, num_stages)
         self.frozen_stages = frozen_stages

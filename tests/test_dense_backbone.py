@@ -58,6 +58,7 @@ def test_out_indices_select_normalise_and_prune():
     (dict(with_cp=(3, 0, 0, 0)), 'with_cp'),
     (dict(drop_path_rate=1.0), 'drop_path_rate'),
     (dict(init_cfg=dict(type='Pretrained')), 'checkpoint'),
+    (dict(init_cfg=dict(type='Pretrained', checkpoint='a.pth', prefix='backbone.')), 'checkpoint'),
 ])
 def test_bad_arguments_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):

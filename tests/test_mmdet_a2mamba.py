@@ -93,7 +93,8 @@ def test_cascade_mask_rcnn_train_and_test_step():
     model = revert_sync_batchnorm(build(cfg))
     model.init_weights()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    frozen = {k: v.clone() for k, v in model.backbone.state_dict().items() if k.startswith(('patch_embed.', 'layers.0.'))}
+    frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()
+              if k.startswith(('patch_embed.', 'layers.0.'))}
     assert all(not p.requires_grad for p in model.backbone.patch_embed.parameters())
     trained = model.backbone.layers[2].blocks[0].token_mixer.qkv.weight.clone()
 

@@ -119,7 +119,8 @@ def test_inference_api_on_an_image_smaller_than_224(tmp_path):
 
 
 def test_visualize_attention_writes_a_png(tmp_path):
-    spec = importlib.util.spec_from_file_location('visualize_attention', osp.join(ROOT, 'tools', 'visualize_attention.py'))
+    spec = importlib.util.spec_from_file_location('visualize_attention',
+                                                  osp.join(ROOT, 'tools', 'visualize_attention.py'))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     cfg = Config.fromfile(DEMO)

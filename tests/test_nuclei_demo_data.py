@@ -40,8 +40,8 @@ def test_instances_encode_masks_boxes_and_drop_fragments(tool):
     for ann, label in zip(annotations, (2, 7)):
         mask = labels == label
         rows, cols = np.where(mask)
-        assert np.array_equal(mask_utils.decode(dict(ann['segmentation'], counts=ann['segmentation']['counts'].encode())),
-                              mask.astype(np.uint8))
+        rle = dict(ann['segmentation'], counts=ann['segmentation']['counts'].encode())
+        assert np.array_equal(mask_utils.decode(rle), mask.astype(np.uint8))
         assert ann['bbox'] == [cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1]
         assert ann['area'] == mask.sum() and ann['category_id'] == 1 and ann['iscrowd'] == 0
 

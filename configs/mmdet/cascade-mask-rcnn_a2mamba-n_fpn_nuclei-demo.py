@@ -83,3 +83,4 @@ default_hooks = dict(
     checkpoint=dict(interval=max_epochs),
     visualization=dict(draw=False))
 log_processor = dict(window_size=5)
+randomness = dict(seed=0)

@@ -65,3 +65,4 @@ default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=max_iters),
     visualization=dict(draw=False))
+randomness = dict(seed=0)

@@ -39,13 +39,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def detection_batch(batch_size: int, size: Tuple[int, int], num_classes: int, device: torch.device) -> Dict[str, list]:
+def detection_batch(batch_size: int, size: Tuple[int, int], num_classes: int,
+                    device: torch.device) -> Dict[str, list]:
     from mmdet.testing import demo_mm_inputs
     return demo_mm_inputs(batch_size, [(3, *size)] * batch_size, num_items=[20] * batch_size,
                           num_classes=num_classes, with_mask=True, device=device)
 
 
-def segmentation_batch(batch_size: int, size: Tuple[int, int], num_classes: int, device: torch.device) -> Dict[str, list]:
+def segmentation_batch(batch_size: int, size: Tuple[int, int], num_classes: int,
+                       device: torch.device) -> Dict[str, list]:
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     generator = torch.Generator().manual_seed(0)
@@ -70,6 +72,7 @@ def main() -> None:
     cfg.model.backbone.init_cfg = None  # speed does not depend on the weights
     device = torch.device(args.device)
     on_gpu = device.type == 'cuda'
+    torch.backends.cudnn.benchmark = cfg.get('env_cfg', {}).get('cudnn_benchmark', False)  # as the Runner would
     model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device)  # one GPU: plain BN
     model.init_weights()
     model.train()
@@ -101,7 +104,8 @@ def main() -> None:
         config=osp.basename(args.config), device=torch.cuda.get_device_name(device) if on_gpu else 'cpu',
         torch=torch.__version__,
         optim_wrapper=cfg.optim_wrapper.type, batch_size=args.batch_size, size=list(size), iters=done,
-        seconds=round(elapsed, 2), it_per_s=round(done / elapsed, 3), img_per_s=round(done * args.batch_size / elapsed, 2),
+        seconds=round(elapsed, 2), it_per_s=round(done / elapsed, 3),
+        img_per_s=round(done * args.batch_size / elapsed, 2),
         peak_mem_gib=round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if on_gpu else None,
         losses_finite=finite)))
 
