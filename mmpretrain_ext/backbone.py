@@ -58,8 +58,9 @@ class A2Mamba(BaseBackbone):
                  drop_path_rate: float = 0.0, out_indices: Union[int, Sequence[int]] = -1,
                  frozen_stages: int = 0, norm_eval: bool = False, with_cp: Union[bool, Sequence[int]] = False,
                  init_cfg: Optional[Union[dict, list]] = None):
-        self.pretrained, init_cfg = self._split_pretrained(init_cfg)
+        pretrained, init_cfg = self._split_pretrained(init_cfg)
         super().__init__(init_cfg=init_cfg)
+        self.pretrained = pretrained
         if isinstance(arch, str):
             if arch not in self.arch_aliases:
                 raise ValueError(f'unknown A2Mamba arch {arch!r}; choose one of {sorted(self.arch_aliases)} '

@@ -80,7 +80,6 @@ def test_config_builds_the_recipe(size):
     assert get_flops.count_parameters(model) == get_flops.count_parameters(core)
     assert sorted(official_to_mmpretrain(core.state_dict())) == sorted(model.state_dict())
     assert cfg.model.backbone.drop_path_rate == drop_path
-    assert tuple(stage.use_checkpoint for stage in core.stages) == (0,) * 4
     assert tuple(model.backbone.layers[2 * i].use_checkpoint for i in range(4)) == with_cp
     assert cfg.optim_wrapper.optimizer.lr == lr and cfg.optim_wrapper.clip_grad.max_norm == 5.0
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
@@ -101,7 +100,7 @@ def test_config_builds_the_recipe(size):
 
 
 @pytest.mark.parametrize('config, in_channels, img_size', [
-    ('a2mamba-n_1xb64_mnist5k-32px.py', 1, 32), ('a2mamba-t_1xb64_mnist5k-224px.py', 3, 224)])
+    ('a2mamba-n_1xb64_mnist5k-32px.py', 1, 32), ('a2mamba-t_1xb64_mnist5k-224px.py', 3, 64)])
 def test_mnist5k_configs_build_and_classify_ten_digits(config, in_channels, img_size):
     cfg = load_config(config)
     model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor)).eval()
@@ -241,7 +240,7 @@ def test_official_checkpoint_through_mmpretrain_gives_the_core_logits(tmp_path):
     torch.save({'state_dict': official}, official_path)
 
     cfg = load_config('a2mamba-n_8xb256_in1k.py')
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         expected = core(x)
     # 1. converted with tools/convert_checkpoint.py, loaded strictly
