@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 import ops
 
-__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS']
+__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Neighborhoods', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS']
 
 
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
@@ -135,11 +135,10 @@ class A2SSM(nn.Module):
         self.Ds = nn.Parameter(torch.ones(d_model))
         self.state_fusion = nn.Conv2d(num_heads, num_heads, kernel_size=1)
 
-    def forward(self, x: Tensor, attn1: Tensor, attn2: Tensor, kernel_size: Tuple[int, int],
-                dilation2: Tuple[int, int]) -> Tensor:
+    def forward(self, x: Tensor, neighborhoods: 'Neighborhoods') -> Tensor:
         """Args:
             x: ``(B, C, H, W)``, MASS's two-scale attention output.
-            attn1, attn2: ``(B, heads/2, H, W, kh*kw)`` softmaxed maps of the two scales.
+            neighborhoods: MASS's two attention scales, applied here to the hidden states.
 
         Returns:
             ``(B, C, H, W)`` float32.
@@ -152,17 +151,43 @@ class A2SSM(nn.Module):
         dts = torch.matmul(self.dt_projs_weight, dts)  # [B, D, L]
         states = ops.selective_scan_states(xs, dts, -torch.exp(self.A_logs.float()), Bs,
                                            delta_bias=self.dt_projs_bias.float(), delta_softplus=True)
-        half_heads = attn1.shape[1]
         # [B, D, 1, L] -> two halves of heads, channels-last for the neighborhood ops
-        states = rearrange(states, 'b (m n d) s (h w) -> m b n h w (d s)', m=2, n=half_heads, h=height)
-        states1 = ops.na2d_av(attn1, states[0], kernel_size, 1)
-        states2 = ops.na2d_av(attn2, states[1], kernel_size, dilation2)
+        states = rearrange(states, 'b (m n d) s (h w) -> m b n h w (d s)', m=2, n=neighborhoods.half_heads,
+                           h=height)
+        states1 = neighborhoods(0, states[0])
+        states2 = neighborhoods(1, states[1])
         states = torch.cat([states1, states2], dim=1)
         states = self.state_fusion(rearrange(states, 'b n h w d -> b n d (h w)')).flatten(1, 2)
         with torch.autocast(device_type=x.device.type, enabled=False):
             # the authors keep the readout in float32 for training stability
             y = states.float() * Cs.float() + xs.float() * self.Ds.float()[:, None]
         return y.view(b, c, height, width)
+
+
+class Neighborhoods:
+    """MASS's two attention scales as an operator on values ``(B, heads/2, H, W, C)``.
+
+    Each scale's map is applied twice: to the values, then to A2SSM's hidden states. Where the
+    fused ``ops.na2d`` runs a kernel, the scores are recomputed for each use and the
+    ``(B, heads/2, H, W, kh*kw)`` maps never exist in memory; elsewhere each map is computed
+    once and applied with ``ops.na2d_av``. Both give the same function.
+    """
+
+    def __init__(self, mixer: 'MASS', q: Tensor, k: Tensor):
+        height, width = q.shape[2:4]
+        self.window = mixer.window_size
+        self.dilations = ((1, 1), mixer.dilation(height, width))
+        self.half_heads = q.shape[1] // 2
+        self.queries, self.keys = q.chunk(2, dim=1), k.chunk(2, dim=1)
+        self.rpb = (mixer.rpb[0], mixer.rpb[1])
+        self.maps = None if ops.runs_kernel('na2d', q) else mixer.attention_maps(q, k, height, width)
+
+    def __call__(self, scale: int, values: Tensor) -> Tensor:
+        """Aggregates ``values`` with the map of ``scale`` (0: plain window, 1: dilated)."""
+        if self.maps is None:
+            return ops.na2d(self.queries[scale], self.keys[scale], values, self.window, self.dilations[scale],
+                            self.rpb[scale])
+        return ops.na2d_av(self.maps[scale], values, self.window, self.dilations[scale])
 
 
 class MASS(nn.Module):
@@ -209,6 +234,15 @@ class MASS(nn.Module):
         kh, kw = self.window_size
         return max(1, min(height // kh, kh)), max(1, min(width // kw, kw))
 
+    def split_heads(self, qkv: Tensor, pos_enc: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """``q, k, v: (B, heads, H, W, hd)`` from the ``qkv`` projection ``(B, 3C, H, W)``, with
+        RoPE applied to ``q`` (also scaled) and ``k``: the inputs of :meth:`attention_maps`."""
+        q, k, v = rearrange(qkv, 'b (m n c) h w -> m b n h w c', m=3, n=self.num_heads)
+        sin, cos = pos_enc
+        q = apply_rope(q, sin, cos) * self.scale
+        k = apply_rope(k, sin, cos)
+        return q, k, v
+
     def attention_maps(self, q: Tensor, k: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor]:
         """Softmaxed maps of both scales for ``q, k: (B, heads, H, W, hd)`` (RoPE applied)."""
         q1, q2 = q.chunk(2, dim=1)
@@ -233,22 +267,18 @@ class MASS(nn.Module):
         gate = self.gate(x)
         qkv = self.qkv(x)
         lepe = self.lepe(qkv[:, 2 * c:])
-        q, k, v = rearrange(qkv, 'b (m n c) h w -> m b n h w c', m=3, n=self.num_heads)
-        sin, cos = pos_enc
-        q = apply_rope(q, sin, cos) * self.scale
-        k = apply_rope(k, sin, cos)
+        q, k, v = self.split_heads(qkv, pos_enc)
 
-        attn1, attn2 = self.attention_maps(q, k, height, width)
-        dilation2 = self.dilation(height, width)
+        neighborhoods = Neighborhoods(self, q, k)
         v1, v2 = v.chunk(2, dim=1)
-        v1 = ops.na2d_av(attn1, v1, self.window_size, 1)
-        v2 = ops.na2d_av(attn2, v1 + v2, self.window_size, dilation2)
+        v1 = neighborhoods(0, v1)
+        v2 = neighborhoods(1, v1 + v2)
         x = torch.cat([v1, v2], dim=1)  # [B, heads, H, W, hd]
 
         if self.global_mode:
             x = self.global_attention(q, k, x)
         else:
-            x = self.ssm(rearrange(x, 'b n h w c -> b (n c) h w'), attn1, attn2, self.window_size, dilation2)
+            x = self.ssm(rearrange(x, 'b n h w c -> b (n c) h w'), neighborhoods)
         x = self.norm(x) + lepe
         with torch.autocast(device_type=x.device.type, enabled=False):
             # the authors keep the gating and output projection in float32

@@ -1,21 +1,27 @@
 """Neighborhood-attention and selective-scan ops of A2Mamba behind one dispatch point.
 
-``na2d_qk``, ``na2d_av`` and ``selective_scan_states`` pick the fastest available backend
-(see :mod:`ops.dispatch`); the ``*_ref`` functions are the pure-PyTorch references that
-define their semantics.
+``na2d_qk``, ``na2d_av``, the fused ``na2d`` and ``selective_scan_states`` pick the fastest
+available backend (see :mod:`ops.dispatch`); the ``*_ref`` functions are the pure-PyTorch
+references that define their semantics. :func:`runs_kernel` tells a caller whether an op
+would run a kernel on a tensor's device, e.g. to prefer the fused ``na2d`` there.
 """
+import logging
 from typing import Optional
 
+import torch
 from torch import Tensor
 
-from .dispatch import BACKEND_ENV, REFERENCE, backends, register_backend, resolve, use_backend
-from .neighborhood_attention import IntOrPair, na2d_av_ref, na2d_qk_ref, normalize_window_args
-from .selective_scan import selective_scan_states_ref
+from .dispatch import BACKEND_ENV, REFERENCE, backends, register_backend, resolve, runs_kernel, use_backend
+from .neighborhood_attention import IntOrPair, na2d_av_ref, na2d_qk_ref, na2d_ref, normalize_window_args
+from .neighborhood_attention_fused import na2d_triton
+from .neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton
+from .selective_scan import _SCAN_IMPORT_ERROR, has_cuda_scan, selective_scan_states_cuda, selective_scan_states_ref
 
 __all__ = [
-    'na2d_qk', 'na2d_av', 'selective_scan_states', 'na2d_qk_ref', 'na2d_av_ref',
-    'selective_scan_states_ref', 'normalize_window_args', 'use_backend', 'backends',
-    'register_backend', 'BACKEND_ENV',
+    'na2d_qk', 'na2d_av', 'na2d', 'selective_scan_states', 'na2d_qk_ref', 'na2d_av_ref', 'na2d_ref',
+    'selective_scan_states_ref', 'normalize_window_args', 'use_backend', 'backends', 'runs_kernel',
+    'register_backend', 'BACKEND_ENV', 'na2d_qk_triton', 'na2d_av_triton', 'na2d_triton',
+    'selective_scan_states_cuda', 'has_triton', 'has_cuda_scan',
 ]
 
 
@@ -25,7 +31,27 @@ def _any_device(_: Tensor) -> bool:
 
 register_backend('na2d_qk', REFERENCE, na2d_qk_ref, _any_device)
 register_backend('na2d_av', REFERENCE, na2d_av_ref, _any_device)
+register_backend('na2d', REFERENCE, na2d_ref, _any_device)
 register_backend('selective_scan_states', REFERENCE, selective_scan_states_ref, _any_device)
+
+
+def _triton_serves(t: Tensor) -> bool:
+    return t.is_cuda and has_triton()
+
+
+def _scan_kernel_serves(t: Tensor) -> bool:
+    return t.is_cuda and has_cuda_scan()
+
+
+# Registered last = tried first.
+register_backend('na2d_qk', 'triton', na2d_qk_triton, _triton_serves)
+register_backend('na2d_av', 'triton', na2d_av_triton, _triton_serves)
+register_backend('na2d', 'triton', na2d_triton, _triton_serves)
+register_backend('selective_scan_states', 'cuda', selective_scan_states_cuda, _scan_kernel_serves)
+if _SCAN_IMPORT_ERROR is not None and torch.cuda.is_available():
+    logging.getLogger('a2mamba.ops').warning(
+        'CUDA selective-scan extension not importable (%s): the scan runs the PyTorch reference; '
+        'build it with `A2MAMBA_FORCE_CUDA=1 pip install --no-build-isolation -e .`', _SCAN_IMPORT_ERROR)
 
 
 def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
@@ -37,6 +63,12 @@ def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrP
 def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
     """Neighborhood aggregation of ``value`` by ``attn``; see :func:`na2d_av_ref`."""
     return resolve('na2d_av', value)(attn, value, kernel_size, dilation)
+
+
+def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+         rpb: Optional[Tensor] = None) -> Tensor:
+    """Fused neighborhood attention ``softmax(q . k + rpb) @ v``; see :func:`na2d_ref`."""
+    return resolve('na2d', query)(query, key, value, kernel_size, dilation, rpb)
 
 
 def selective_scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor] = None,

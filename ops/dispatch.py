@@ -4,7 +4,9 @@ Each op has backends registered in priority order, each with an availability che
 input tensor (device, dtype). The first available one runs. ``A2MAMBA_OPS_BACKEND=<name>``
 or :func:`use_backend` forces one backend for every op (for tests and benchmarks); forcing
 one that cannot serve a call raises instead of silently running another. Running the
-reference on an accelerator is logged once per op, since it is the slow path there.
+reference on an accelerator is logged once per op, since it is the slow path there. A fast
+backend that fails at run time (a kernel built for another GPU, a Triton compile error) is
+disabled for the rest of the process with one logged warning, and the next backend runs.
 """
 import contextlib
 import logging
@@ -28,6 +30,7 @@ class Backend(NamedTuple):
 _REGISTRY: Dict[str, List[Backend]] = {}
 _forced: Optional[str] = None
 _warned: set = set()
+_disabled: set = set()  # (op, backend) pairs that failed at run time
 
 
 def register_backend(op: str, name: str, fn: Callable, available: Callable[[Tensor], bool],
@@ -71,10 +74,47 @@ def resolve(op: str, tensor: Tensor) -> Callable:
                 return backend.fn
         raise ValueError(f'{BACKEND_ENV}={name!r}: {op} has backends {backends(op)}')
     for backend in candidates:
-        if backend.available(tensor):
-            if backend.name == REFERENCE and tensor.device.type != 'cpu' and op not in _warned:
+        if (op, backend.name) in _disabled or not backend.available(tensor):
+            continue
+        if backend.name == REFERENCE:
+            if tensor.device.type != 'cpu' and op not in _warned:
                 _warned.add(op)
                 logger.warning('%s: no fast kernel available on %s, running the PyTorch reference '
-                               '(slow, memory-hungry)', op, tensor.device)
+                               '(slow, memory-hungry); registered backends: %s', op, tensor.device, backends(op))
             return backend.fn
+        return _falling_back(op, backend, tensor)
     raise RuntimeError(f'no backend of {op} can run on {tensor.device} {tensor.dtype}')
+
+
+def disable(op: str, name: str) -> None:
+    """Never picks backend ``name`` of ``op`` again in this process (benchmarks compare paths)."""
+    if name not in backends(op):
+        raise ValueError(f'{op} has no backend {name!r}; it has {backends(op)}')
+    _disabled.add((op, name))
+
+
+def runs_kernel(op: str, tensor: Tensor) -> bool:
+    """Whether ``op`` on ``tensor`` would run a fast kernel rather than the PyTorch reference.
+
+    Lets a caller pick between formulations (e.g. a fused op against a stored intermediate)
+    without naming a backend; honours a forced backend and backends disabled after a failure.
+    """
+    name = forced_backend()
+    if name and name != 'auto':
+        return name != REFERENCE and any(b.name == name and b.available(tensor) for b in _REGISTRY[op])
+    for backend in _REGISTRY[op]:
+        if (op, backend.name) not in _disabled and backend.available(tensor):
+            return backend.name != REFERENCE
+    return False
+
+
+def _falling_back(op: str, backend: Backend, tensor: Tensor) -> Callable:
+    """``backend.fn``; if it raises RuntimeError, disables it and reruns the call on the next one."""
+    def call(*args, **kwargs):
+        try:
+            return backend.fn(*args, **kwargs)
+        except RuntimeError as error:
+            _disabled.add((op, backend.name))
+            logger.warning('%s: backend %r failed (%s); disabled, falling back', op, backend.name, error)
+            return resolve(op, tensor)(*args, **kwargs)
+    return call

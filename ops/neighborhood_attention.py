@@ -52,14 +52,21 @@ def normalize_window_args(kernel_size: IntOrPair, dilation: IntOrPair) -> Tuple[
     return kernel, dil
 
 
-def _axis_neighbors(length: int, kernel: int, dilation: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """Neighbors along one axis.
+# Query columns are processed in tiles of this width, which bounds the memory of the scores
+# against a tile's key-column span to O(H * TILE * kh * span).
+COLUMN_TILE = 64
 
-    Returns:
-        key: ``(length, kernel)`` index of each neighbor (a valid index even where masked),
-        valid: ``(length, kernel)`` bool, False for slots past a short group's end,
-        bias: ``(length, kernel)`` rpb index ``(kernel - 1) + key_g - query_g``.
-    """
+
+class AxisNeighbors(NamedTuple):
+    """Neighbors along one axis; tensors are ``(length, kernel)``."""
+    key: Tensor  # index of each neighbor (a valid index even where masked)
+    valid: Tensor  # False for slots past a short group's end
+    bias: Tensor  # rpb index (kernel - 1) + key_g - query_g
+    all_valid: bool  # known on the host, so masking costs no device sync
+    tiles: Tuple[Tuple[int, int, int, int, Tensor], ...]  # (start, stop, key_lo, key_hi, key - key_lo)
+
+
+def _axis_neighbors_cpu(length: int, kernel: int, dilation: int) -> AxisNeighbors:
     pos = torch.arange(length)
     group = pos % dilation
     pos_g = pos // dilation
@@ -69,44 +76,36 @@ def _axis_neighbors(length: int, kernel: int, dilation: int) -> Tuple[Tensor, Te
     valid = key_g < group_len[:, None]
     key = torch.where(valid, key_g * dilation + group[:, None], pos[:, None])
     bias = ((kernel - 1) + key_g - pos_g[:, None]).clamp(0, 2 * kernel - 2)
-    return key, valid, bias
+    tiles = []
+    for lo_q in range(0, length, COLUMN_TILE):
+        hi_q = min(length, lo_q + COLUMN_TILE)
+        keys = key[lo_q:hi_q]
+        lo, hi = int(keys.min()), int(keys.max()) + 1
+        tiles.append((lo_q, hi_q, lo, hi, keys - lo))
+    return AxisNeighbors(key, valid, bias, bool(valid.all()), tuple(tiles))
 
 
-class NeighborTable(NamedTuple):
-    """Flat neighbors of every query of an ``H x W`` map; tensors are ``(H*W, kh*kw)``."""
-    index: Tensor
-    valid: Tensor
-    bias_h: Tensor
-    bias_w: Tensor
-    all_valid: bool  # known on the host, so masking costs no device sync
-
-
-@lru_cache(maxsize=256)
-def _neighbors_cpu(height: int, width: int, kernel: Tuple[int, int], dilation: Tuple[int, int]) -> NeighborTable:
-    key_h, valid_h, bias_h = _axis_neighbors(height, kernel[0], dilation[0])
-    key_w, valid_w, bias_w = _axis_neighbors(width, kernel[1], dilation[1])
-    # [H, kh] x [W, kw] -> [H, W, kh, kw] -> [H*W, kh*kw]
-    index = key_h[:, None, :, None] * width + key_w[None, :, None, :]
-    valid = valid_h[:, None, :, None] & valid_w[None, :, None, :]
-    bias_h = bias_h[:, None, :, None].expand(height, width, kernel[0], kernel[1])
-    bias_w = bias_w[None, :, None, :].expand(height, width, kernel[0], kernel[1])
-    n = kernel[0] * kernel[1]
-    return NeighborTable(index.reshape(height * width, n), valid.reshape(height * width, n),
-                         bias_h.reshape(height * width, n), bias_w.reshape(height * width, n),
-                         bool(valid.all()))
-
-
-@lru_cache(maxsize=256)
-def neighbor_table(height: int, width: int, kernel: Tuple[int, int], dilation: Tuple[int, int],
-                   device: torch.device) -> NeighborTable:
-    """Flat neighbor indices of a ``height x width`` map, cached per shape and device."""
-    table = _neighbors_cpu(height, width, kernel, dilation)
-    return NeighborTable(*(t.to(device) for t in table[:4]), table.all_valid)
+@lru_cache(maxsize=512)
+def axis_neighbors(length: int, kernel: int, dilation: int, device: torch.device) -> AxisNeighbors:
+    """Neighbors of every position of an axis, cached per shape and device."""
+    cpu = _axis_neighbors_cpu(length, kernel, dilation)
+    tiles = tuple((a, b, lo, hi, t.to(device)) for a, b, lo, hi, t in cpu.tiles)
+    return AxisNeighbors(cpu.key.to(device), cpu.valid.to(device), cpu.bias.to(device), cpu.all_valid, tiles)
 
 
 def _check_5d(name: str, t: Tensor) -> None:
     if t.dim() != 5:
         raise ValueError(f'{name} must be 5-D (B, heads, H, W, C), got shape {tuple(t.shape)}')
+
+
+def _window_rows(x: Tensor, rows: AxisNeighbors) -> Tensor:
+    """``x: (B, n, H, W, C)`` -> ``(B, n, H, kh, W, C)``: the kh key rows of each query row."""
+    b, heads, height, width, dim = x.shape
+    return x.index_select(2, rows.key.flatten()).view(b, heads, height, rows.key.shape[1], width, dim)
+
+
+def _window_mask(rows: AxisNeighbors, cols: AxisNeighbors) -> Tensor:
+    return (rows.valid[:, None, :, None] & cols.valid[None, :, None, :]).flatten(-2)  # [H, W, kh*kw]
 
 
 def na2d_qk_ref(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
@@ -124,20 +123,27 @@ def na2d_qk_ref(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: In
     _check_5d('query', query)
     if key.shape != query.shape:
         raise ValueError(f'query and key shapes differ: {tuple(query.shape)} vs {tuple(key.shape)}')
-    kernel, dil = normalize_window_args(kernel_size, dilation)
+    (kh, kw), (dh, dw) = normalize_window_args(kernel_size, dilation)
     b, heads, height, width, dim = query.shape
-    if rpb is not None and tuple(rpb.shape) != (heads, 2 * kernel[0] - 1, 2 * kernel[1] - 1):
-        raise ValueError(f'rpb must be ({heads}, {2 * kernel[0] - 1}, {2 * kernel[1] - 1}), '
-                         f'got {tuple(rpb.shape)}')
-    table = neighbor_table(height, width, kernel, dil, query.device)
-    keys = key.reshape(b, heads, height * width, dim)[:, :, table.index]  # [B, n, HW, K, C]
-    q = query.reshape(b, heads, height * width, 1, dim)
-    attn = (q @ keys.transpose(-1, -2)).squeeze(-2)  # [B, n, HW, K]
+    if rpb is not None and tuple(rpb.shape) != (heads, 2 * kh - 1, 2 * kw - 1):
+        raise ValueError(f'rpb must be ({heads}, {2 * kh - 1}, {2 * kw - 1}), got {tuple(rpb.shape)}')
+    rows = axis_neighbors(height, kh, dh, query.device)
+    cols = axis_neighbors(width, kw, dw, query.device)
+    key_rows = _window_rows(key, rows)
+    tiles = []
+    for lo_q, hi_q, lo, hi, local in cols.tiles:
+        # scores of the tile's queries against every column of its key span, then the kw
+        # columns of each window: a dense matmul instead of gathering kh*kw copies of the keys
+        keys = key_rows[..., lo:hi, :].reshape(b, heads, height, kh * (hi - lo), dim)
+        scores = (query[:, :, :, lo_q:hi_q] @ keys.transpose(-1, -2)).view(b, heads, height, hi_q - lo_q, kh, hi - lo)
+        tiles.append(scores.gather(-1, local[:, None, :].expand(b, heads, height, hi_q - lo_q, kh, kw)))
+    attn = torch.cat(tiles, dim=3)  # [B, n, H, W, kh, kw]
     if rpb is not None:
-        attn = attn + rpb[:, table.bias_h, table.bias_w].to(attn.dtype)
-    if not table.all_valid:
-        attn = attn.masked_fill(~table.valid, float('-inf'))
-    return attn.reshape(b, heads, height, width, -1)
+        attn = attn + rpb[:, rows.bias[:, None, :, None], cols.bias[None, :, None, :]].to(attn.dtype)
+    attn = attn.flatten(-2)
+    if not (rows.all_valid and cols.all_valid):
+        attn = attn.masked_fill(~_window_mask(rows, cols), float('-inf'))
+    return attn
 
 
 def na2d_av_ref(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
@@ -152,17 +158,47 @@ def na2d_av_ref(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: I
     """
     _check_5d('attn', attn)
     _check_5d('value', value)
-    kernel, dil = normalize_window_args(kernel_size, dilation)
+    (kh, kw), (dh, dw) = normalize_window_args(kernel_size, dilation)
     b, heads, height, width, dim = value.shape
-    n = kernel[0] * kernel[1]
-    if tuple(attn.shape) != (b, heads, height, width, n):
-        raise ValueError(f'attn must be {(b, heads, height, width, n)} for value {tuple(value.shape)} '
-                         f'and kernel {kernel}, got {tuple(attn.shape)}')
-    table = neighbor_table(height, width, kernel, dil, value.device)
+    if tuple(attn.shape) != (b, heads, height, width, kh * kw):
+        raise ValueError(f'attn must be {(b, heads, height, width, kh * kw)} for value {tuple(value.shape)} '
+                         f'and kernel {(kh, kw)}, got {tuple(attn.shape)}')
+    rows = axis_neighbors(height, kh, dh, value.device)
+    cols = axis_neighbors(width, kw, dw, value.device)
     dtype = torch.promote_types(attn.dtype, value.dtype)
-    weights = attn.reshape(b, heads, height * width, 1, n).to(dtype)
-    if not table.all_valid:
-        weights = weights.masked_fill(~table.valid[:, None, :], 0)
-    values = value.to(dtype).reshape(b, heads, height * width, dim)[:, :, table.index]  # [B, n, HW, K, C]
-    out = (weights @ values).squeeze(-2)
-    return out.reshape(b, heads, height, width, dim)
+    weights = attn.to(dtype)
+    if not (rows.all_valid and cols.all_valid):
+        weights = weights.masked_fill(~_window_mask(rows, cols), 0)
+    weights = weights.view(b, heads, height, width, kh, kw)
+    value_rows = _window_rows(value.to(dtype), rows)
+    tiles = []
+    for lo_q, hi_q, lo, hi, local in cols.tiles:
+        # spread the window weights over the tile's key span, then one dense matmul
+        span = weights.new_zeros(b, heads, height, hi_q - lo_q, kh, hi - lo)
+        span.scatter_add_(-1, local[:, None, :].expand(b, heads, height, hi_q - lo_q, kh, kw),
+                          weights[:, :, :, lo_q:hi_q])
+        values = value_rows[..., lo:hi, :].reshape(b, heads, height, kh * (hi - lo), dim)
+        tiles.append(span.flatten(-2) @ values)
+    return torch.cat(tiles, dim=3)
+
+
+def na2d_ref(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+             rpb: Optional[Tensor] = None) -> Tensor:
+    """Neighborhood attention in one call: ``softmax(q . k + rpb) @ v`` over each window.
+
+    The composition of :func:`na2d_qk_ref`, a softmax over the window and :func:`na2d_av_ref`;
+    the query is expected pre-scaled. Fused kernels compute this without storing the maps.
+
+    Args:
+        query, key, value: ``(B, heads, H, W, C)``; ``query`` and ``key`` of one dtype.
+        kernel_size, dilation: int or ``(kh, kw)`` / ``(dh, dw)``.
+        rpb: optional ``(heads, 2*kh - 1, 2*kw - 1)``.
+
+    Returns:
+        ``(B, heads, H, W, C)`` in the promoted dtype of ``query`` and ``value``.
+    """
+    _check_5d('value', value)
+    if value.shape != query.shape:
+        raise ValueError(f'query and value shapes differ: {tuple(query.shape)} vs {tuple(value.shape)}')
+    attn = na2d_qk_ref(query, key, kernel_size, dilation, rpb).softmax(dim=-1)
+    return na2d_av_ref(attn, value, kernel_size, dilation)

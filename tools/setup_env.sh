@@ -30,7 +30,12 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install --disable-pip-version-check --progress-bar off -q)
+# pip's configured local indexes hold only some packages; it warns for every other one.
+quiet_pip() {
+    "$PY" -m pip "$@" --disable-pip-version-check --progress-bar off -q 2>&1 \
+        | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+}
+PIP=(quiet_pip install)
 
 "${PIP[@]}" --upgrade pip
 # mmcv's setup.py imports pkg_resources: setuptools 81+ dropped it.
@@ -51,16 +56,15 @@ if ! "$PY" -c "import mmcv, mmcv.ops" 2>/dev/null || [[ "$("$PY" -c 'import mmcv
     if [[ -z "$whl" ]]; then
         build="$(mktemp -d)"
         log "building mmcv $MMCV_VERSION with ops for $tag (once; ~15 min on 2 cores) in $build"
-        "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
-            --no-build-isolation "mmcv==$MMCV_VERSION" -d "$build"
+        quiet_pip download --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_VERSION" -d "$build"
         tar -xzf "$build"/mmcv-$MMCV_VERSION.tar.gz -C "$build"
         src="$build/mmcv-$MMCV_VERSION"
         # torch 2.14's ATen headers need C++20; mmcv hard-codes -std=c++17 after any CXXFLAGS.
         sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
         extra=()
         if [[ "$tag" == *cudaops ]]; then extra=(FORCE_CUDA=1); fi
-        (cd "$src" && env MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${extra[@]}" \
-            "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps . -w "$build/dist")
+        (cd "$src" && export MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${extra[@]}" \
+            && quiet_pip wheel --no-build-isolation --no-deps . -w "$build/dist")
         cp "$build"/dist/mmcv-*.whl "$wheel_dir/"
         rm -rf "$build"
         whl="$(ls "$wheel_dir"/mmcv-$MMCV_VERSION-*.whl | head -n1)"

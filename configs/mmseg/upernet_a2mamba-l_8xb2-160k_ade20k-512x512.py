@@ -1,0 +1,11 @@
+_base_ = './upernet_a2mamba-t_8xb2-160k_ade20k-512x512.py'
+
+checkpoint_file = 'checkpoints/a2mamba_large.pth'
+
+model = dict(
+    backbone=dict(
+        arch='large',
+        drop_path_rate=0.5,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    decode_head=dict(in_channels=[96, 192, 448, 672]),
+    auxiliary_head=dict(in_channels=448))

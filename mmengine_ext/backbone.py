@@ -1,0 +1,191 @@
+"""A2Mamba as a dense-prediction backbone (mmdet, mmsegmentation).
+
+One ``mmengine`` module for every dense task; ``mmdet_ext`` and ``mmseg_ext`` only register it
+in their framework's registry. The network is :mod:`a2mamba_core`'s, and its parameters keep the
+authors' names (``patch_embed.*``, ``layers.N.*``), so the released classification checkpoints load
+unchanged; only the per-stage output norms (``norm{i}``) are new.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch.nn as nn
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from a2mamba_core import MODEL_SPECS, LayerNorm2d, create_model, load_pretrained
+
+ARCHS: Dict[str, str] = {'nano': 'a2mamba_n', 'tiny': 'a2mamba_t', 'small': 'a2mamba_s',
+                         'base': 'a2mamba_b', 'large': 'a2mamba_l'}
+
+
+def resolve_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
+    """Validates ``out_indices`` (negative ones count from the last stage) and sorts them.
+
+    Raises:
+        ValueError: empty, repeated or outside ``[-num_stages, num_stages - 1]``.
+    """
+    indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+    if not indices:
+        raise ValueError('out_indices must name at least one stage')
+    resolved = []
+    for index in indices:
+        if not isinstance(index, int) or not -num_stages <= index < num_stages:
+            raise ValueError(f'out_indices must be stage indices in [{-num_stages}, {num_stages - 1}], '
+                             f'got {out_indices!r}')
+        resolved.append(index % num_stages)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f'out_indices repeats a stage: {out_indices!r}')
+    return tuple(sorted(resolved))
+
+
+def checkpointed_blocks(with_cp: Union[bool, Sequence[int]], depths: Sequence[int]) -> List[int]:
+    """Per stage, how many leading blocks recompute their activations in backward.
+
+    Raises:
+        ValueError: ``with_cp`` is neither a bool nor one count in ``[0, depth]`` per stage.
+    """
+    if isinstance(with_cp, bool):
+        return list(depths) if with_cp else [0] * len(depths)
+    counts = list(with_cp) if isinstance(with_cp, Sequence) else None
+    if (counts is None or len(counts) != len(depths)
+            or not all(isinstance(c, int) and 0 <= c <= d for c, d in zip(counts, depths))):
+        raise ValueError(f'with_cp must be a bool or {len(depths)} block counts, each between 0 and the '
+                         f'stage depth {tuple(depths)}; got {with_cp!r}')
+    return counts
+
+
+class A2MambaBackbone(BaseModule):
+    """A2Mamba's four stages as a feature pyramid (strides 4, 8, 16, 32), for any ``H x W``.
+
+    Args:
+        arch: model size, one of ``'nano'``, ``'tiny'``, ``'small'``, ``'base'``, ``'large'``.
+        out_indices: stages whose maps are returned (0-3, negatives count from the end); each
+            passes through its own LayerNorm2d (``norm{i}``).
+        frozen_stages: ``-1`` freezes nothing, ``0`` the stem, ``k >= 1`` the stem and stages
+            ``1..k`` (each with the downsampling into it and its output norm): eval mode and
+            ``requires_grad=False``, re-applied by every ``train()``.
+        norm_eval: keep every BatchNorm (stem, downsamples, MASS gates) in eval mode while
+            training, so their running statistics stay those of the checkpoint.
+        drop_path_rate: stochastic depth, rising linearly over all blocks to this rate.
+        with_cp: activation checkpointing: ``True`` for every block, or per stage the number of
+            leading blocks to checkpoint (e.g. ``(0, 0, 6, 0)``).
+        init_cfg: ``None`` (random initialisation) or
+            ``dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema'])`` to load an
+            A2Mamba checkpoint (the authors' classification release, or a ``backbone.``-prefixed
+            one); the classifier is dropped, and a missing file raises.
+    """
+
+    def __init__(self, arch: str = 'tiny', out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 frozen_stages: int = -1, norm_eval: bool = False, drop_path_rate: float = 0.0,
+                 with_cp: Union[bool, Sequence[int]] = False, init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if arch not in ARCHS:
+            raise ValueError(f'unknown A2Mamba arch {arch!r}; choose one of {list(ARCHS)}')
+        depths = MODEL_SPECS[ARCHS[arch]]['depths']
+        num_stages = len(depths)
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be an int in [-1, {num_stages}] (-1: nothing, 0: the stem, '
+                             f'k: the stem and stages 1..k), got {frozen_stages!r}')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        if _is_pretrained(init_cfg) and not init_cfg.get('checkpoint'):
+            raise ValueError(f"init_cfg of type 'Pretrained' needs a checkpoint path, got {init_cfg}")
+        self.arch = arch
+        self.out_indices = resolve_out_indices(out_indices, num_stages)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+
+        network = create_model(ARCHS[arch], num_classes=0, drop_path_rate=drop_path_rate,
+                               use_checkpoint=checkpointed_blocks(with_cp, depths))
+        self.embed_dims = network.embed_dims
+        self.num_stages = num_stages
+        # The authors' module names are kept; the classifier and the stages after the last
+        # returned one are left behind (unused parameters would stall DDP).
+        self.patch_embed = network.patch_embed
+        self.layers = network.layers[:2 * self.out_indices[-1] + 1]
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(self.embed_dims[i]))
+        self._freeze_stages()
+
+    def _stage_modules(self, stage: int) -> List[nn.Module]:
+        """Stage ``stage`` (1-based): the downsampling into it, its blocks, its output norm."""
+        modules = [self.layers[2 * stage - 2]]
+        if stage > 1:
+            modules.insert(0, self.layers[2 * stage - 3])
+        if stage - 1 in self.out_indices:
+            modules.append(getattr(self, f'norm{stage - 1}'))
+        return modules
+
+    def _freeze_stages(self) -> None:
+        frozen = [self.patch_embed] if self.frozen_stages >= 0 else []
+        for stage in range(1, min(self.frozen_stages, self.out_indices[-1] + 1) + 1):
+            frozen += self._stage_modules(stage)
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'A2MambaBackbone':
+        """Sets the mode, keeping frozen stages (and, with ``norm_eval``, every BatchNorm) in eval."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Loads the ``Pretrained`` checkpoint of ``init_cfg``; without one, keeps the random init."""
+        logger = MMLogger.get_current_instance()
+        if self.init_cfg is None:
+            logger.warning(f'No pretrained weights for {self.__class__.__name__} ({self.arch}): '
+                           'training starts from random initialisation')
+        elif _is_pretrained(self.init_cfg):
+            path = self.init_cfg['checkpoint']
+            result = load_pretrained(self, path, weights=self.init_cfg.get('weights', 'plain'),
+                                     state_dict_filter=self._backbone_part)
+            output_norms = tuple(f'norm{i}.' for i in self.out_indices)
+            missing = [k for k in result.missing_keys if not k.startswith(output_norms)]
+            logger.info(f'{self.__class__.__name__}: loaded {path} (the output norms start fresh)')
+            if missing:
+                logger.warning(f'{self.__class__.__name__}: {len(missing)} keys missing from {path} '
+                               f'(left at random initialisation): {missing}')
+            if result.unexpected_keys:
+                logger.warning(f'{self.__class__.__name__}: {len(result.unexpected_keys)} unexpected keys in '
+                               f'{path} (ignored): {result.unexpected_keys}')
+        else:
+            super().init_weights()
+            return
+        self._is_init = True
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Args:
+            x: ``(B, 3, H, W)`` images, any ``H, W``.
+
+        Returns:
+            one ``(B, C_i, ceil(H / 2^(i+2)), ...)`` map per index of ``out_indices``, normalised.
+        """
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f'A2MambaBackbone expects (B, 3, H, W) images, got shape {tuple(x.shape)}')
+        x = self.patch_embed(x)
+        outs = []
+        for i in range(self.out_indices[-1] + 1):
+            if i:
+                x = self.layers[2 * i - 1](x)  # stride-2 downsampling into stage i
+            x = self.layers[2 * i](x)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x))
+        return tuple(outs)
+
+    def _backbone_part(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Drops the classifier and the stages this backbone does not run from a checkpoint. The
+        stage-4 bias keeps its 224^2 shape: the model resizes it to the input at run time."""
+        unused = ('classifier.',) + tuple(f'layers.{j}.' for j in range(len(self.layers), 2 * self.num_stages))
+        return {k: v for k, v in state_dict.items() if not k.startswith(unused)}
+
+
+def _is_pretrained(init_cfg: Optional[Union[dict, list]]) -> bool:
+    return isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
+

@@ -1,0 +1,7 @@
+// bwd kernels for bf16 inputs (one file per direction and dtype: parallel compiles).
+#include "scan_kernels.cuh"
+
+template <>
+void launch_scan_bwd<__nv_bfloat16>(const ScanParams& params, cudaStream_t stream) {
+  scan::launch<__nv_bfloat16>(params, /*backward=*/true, stream);
+}

@@ -1,0 +1,440 @@
+"""Fused 2-D neighborhood attention in Triton: ``softmax(q . k + rpb) @ v`` per window,
+flash-style, with the semantics of :func:`ops.neighborhood_attention.na2d_ref` (dilation
+groups, windows shifted inward at the borders, slots past a short group's end masked).
+
+The ``(B, heads, H, W, kh*kw)`` maps are never stored: the forward keeps one float32
+log-sum-exp per query, and the backward recomputes the scores.
+
+Tiling. A program owns a ``TH x TW`` tile of queries that are contiguous in the group
+coordinates of one dilation group. Window starts grow by at most one per step, so the
+union of the tile's windows is a halo of at most ``(TH + kh - 1) x (TW + kw - 1)`` keys of
+the same group. The kernel walks the halo ``RS`` key rows at a time (``NC`` columns each,
+powers of two), so every step is a pair of small matrix products, ``Q K^T`` and ``P V``, on
+the tensor cores; a per-(query, key) mask keeps each query inside its own window, and the
+bias is read at the (query, key) offset.
+
+Backward, deterministic (no atomics):
+
+* a query-centric pass (the forward's tiling) gives ``dq`` and per-program partial sums of
+  ``d rpb`` (each step's ``dS`` gathered by bias column, then summed by bias row with a
+  one-hot product), summed over programs afterwards;
+* a key-centric pass gives ``dk`` and ``dv``: a program owns a tile of keys and walks the
+  queries whose windows can hold them, an interval per axis (``_query_range``).
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .neighborhood_attention import IntOrPair, _check_5d, normalize_window_args
+from .neighborhood_attention_triton import _check_triton, has_triton
+
+if has_triton():
+    import triton
+    import triton.language as tl
+
+# Queries per program: small tiles keep each query's halo (the work it costs) close to its window.
+TILE_QUERIES = 16
+# Halo rows per loop step (at most): more independent work per step for a short loop. The
+# query-centric backward holds a d rpb accumulator and its one-hot operands too, so it takes
+# fewer rows per step when it computes d rpb (register pressure).
+ROWS_PER_STEP = 4
+ROWS_PER_STEP_RPB_GRAD = 2
+NUM_WARPS = 4
+
+if has_triton():
+
+    @triton.jit
+    def _window_start(pos, group_len, KERNEL: tl.constexpr):
+        """First key (group coordinate) of the window of query ``pos`` in a group of ``group_len``."""
+        return tl.minimum(tl.maximum(pos - KERNEL // 2, 0), tl.maximum(group_len - KERNEL, 0))
+
+    @triton.jit
+    def _query_range(first_key, last_key, group_len, KERNEL: tl.constexpr):
+        """The interval of queries whose windows contain a key of ``[first_key, last_key]``.
+
+        A query ``p`` sees key ``m`` iff ``start(p) <= m <= start(p) + KERNEL - 1``; ``start`` is
+        non-decreasing, and is clamped to 0 (resp. ``group_len - KERNEL``) near the borders, where
+        more queries share a window.
+        """
+        lo = tl.where(first_key >= KERNEL, first_key - KERNEL // 2, 0)
+        hi = tl.where(last_key >= tl.maximum(group_len - KERNEL, 0), group_len - 1, last_key + KERNEL // 2)
+        return lo, hi
+
+    @triton.jit
+    def _tile_origin(tile_id, H, W, DH, DW, n_tx, tiles_per_group, TH: tl.constexpr, TW: tl.constexpr):
+        """Dilation group, its lengths and the first group coordinates of program tile ``tile_id``."""
+        group = tile_id // tiles_per_group
+        tile = tile_id % tiles_per_group
+        gy = group // DW
+        gx = group % DW
+        lgy = (H - gy + DH - 1) // DH
+        lgx = (W - gx + DW - 1) // DW
+        return gy, gx, lgy, lgx, (tile // n_tx) * TH, (tile % n_tx) * TW
+
+    @triton.jit
+    def _mm(a, b, PREC: tl.constexpr):
+        """``a @ b`` with float32 accumulation; ``PREC`` picks exact or TF32 products for float32 operands."""
+        if a.dtype == tl.float32:
+            out = tl.dot(a, b, input_precision=PREC)
+        else:
+            out = tl.dot(a, b)
+        return out
+
+    @triton.jit
+    def _scores(qt, kt, rpb_head, qy, qx, ky, kx, window, KH: tl.constexpr, KW: tl.constexpr,
+                HAS_RPB: tl.constexpr, PREC: tl.constexpr):
+        """``log2(e) * (q . k + rpb)`` for a block of queries x keys, ``-inf`` outside ``window``.
+
+        ``qy, qx, ky, kx`` broadcast to the block (group coordinates).
+        """
+        s = _mm(qt, tl.trans(kt), PREC)
+        if HAS_RPB:
+            bias = tl.load(rpb_head + (ky - qy + KH - 1) * (2 * KW - 1) + (kx - qx + KW - 1), mask=window, other=0.0)
+            s += bias.to(tl.float32)
+        return tl.where(window, s * 1.4426950408889634, float('-inf'))
+
+    @triton.jit
+    def _na2d_fwd_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr, heads, H, W, C: tl.constexpr, DH, DW, n_tx,
+                         tiles_per_group, KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                         NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
+                         PREC: tl.constexpr):
+        M: tl.constexpr = TH * TW
+        bh = tl.program_id(1).to(tl.int64)
+        gy, gx, lgy, lgx, py0, px0 = _tile_origin(tl.program_id(0), H, W, DH, DW, n_tx, tiles_per_group, TH, TW)
+        i = tl.arange(0, M)
+        py = py0 + i // TW
+        px = px0 + i % TW
+        q_ok = (py < lgy) & (px < lgx)
+        sy = _window_start(py, lgy, KH)
+        sx = _window_start(px, lgx, KW)
+        c = tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        # this program's (batch, head) slice; offsets within it stay 32-bit
+        q_ptr += bh * H * W * C
+        k_ptr += bh * H * W * C
+        v_ptr += bh * H * W * C
+        out_ptr += bh * H * W * C
+        lse_ptr += bh * H * W
+        q_lin = (py * DH + gy) * W + px * DW + gx
+        q_off = q_lin[:, None] * C + c[None, :]
+        qt = tl.load(q_ptr + q_off, mask=q_ok[:, None] & c_ok[None, :], other=0.0)
+        rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
+
+        # the halo: rows ky0 .. ky0 + n_rows - 1, columns kx0 .. kx0 + NC - 1; a step takes RS rows
+        ky0 = _window_start(py0, lgy, KH)
+        n_rows = tl.minimum(TH + KH - 1, lgy - ky0)
+        j = tl.arange(0, RS * NC)
+        kx = _window_start(px0, lgx, KW) + j % NC
+        col_ok = (kx < lgx) & (j % NC < TW + KW - 1)
+        in_cols = (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & col_ok[None, :] & q_ok[:, None]
+
+        m_i = tl.full([M], float('-inf'), tl.float32)
+        l_i = tl.zeros([M], tl.float32)
+        acc = tl.zeros([M, BLOCK_C], tl.float32)
+        for r0 in range(0, n_rows, RS):
+            row = r0 + j // NC
+            ky = ky0 + row
+            key_ok = col_ok & (row < n_rows)
+            kv_off = ((ky * DH + gy) * W + kx * DW + gx)[:, None] * C + c[None, :]
+            kt = tl.load(k_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            vt = tl.load(v_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            window = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) & in_cols & key_ok[None, :]
+            s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky[None, :], kx[None, :], window, KH, KW,
+                        HAS_RPB, PREC)
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # rows with no key yet keep m = -inf; subtracting 0 keeps exp2 away from NaN
+            m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)
+            alpha = tl.exp2(m_i - m_safe)
+            p = tl.exp2(s - m_safe[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + _mm(p.to(vt.dtype), vt, PREC)
+            m_i = m_new
+        l_i = tl.where(l_i == 0.0, 1.0, l_i)  # only queries outside the group, which are not stored
+        tl.store(out_ptr + q_off, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty),
+                 mask=q_ok[:, None] & c_ok[None, :])
+        tl.store(lse_ptr + q_lin, m_i + tl.log2(l_i), mask=q_ok)
+
+    @triton.jit
+    def _na2d_bwd_query_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, dq_ptr, drpb_ptr,
+                               heads, H, W, C: tl.constexpr, DH, DW, n_tx, tiles_per_group,
+                               KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                               NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
+                               RPB_GRAD: tl.constexpr, NA: tl.constexpr, NB: tl.constexpr, PREC: tl.constexpr):
+        """``dq = sum_keys dS k`` and this tile's partial ``d rpb``, with ``dS = P (dP - delta)``."""
+        M: tl.constexpr = TH * TW
+        tile_id = tl.program_id(0)
+        bh = tl.program_id(1).to(tl.int64)
+        gy, gx, lgy, lgx, py0, px0 = _tile_origin(tile_id, H, W, DH, DW, n_tx, tiles_per_group, TH, TW)
+        i = tl.arange(0, M)
+        py = py0 + i // TW
+        px = px0 + i % TW
+        q_ok = (py < lgy) & (px < lgx)
+        sy = _window_start(py, lgy, KH)
+        sx = _window_start(px, lgx, KW)
+        c = tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        # this program's (batch, head) slice; offsets within it stay 32-bit
+        q_ptr += bh * H * W * C
+        k_ptr += bh * H * W * C
+        v_ptr += bh * H * W * C
+        dout_ptr += bh * H * W * C
+        dq_ptr += bh * H * W * C
+        lse_ptr += bh * H * W
+        delta_ptr += bh * H * W
+        q_lin = (py * DH + gy) * W + px * DW + gx
+        q_off = q_lin[:, None] * C + c[None, :]
+        io_mask = q_ok[:, None] & c_ok[None, :]
+        qt = tl.load(q_ptr + q_off, mask=io_mask, other=0.0)
+        grad_out = tl.load(dout_ptr + q_off, mask=io_mask, other=0.0)
+        lse = tl.load(lse_ptr + q_lin, mask=q_ok, other=0.0)
+        delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
+        rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
+
+        ky0 = _window_start(py0, lgy, KH)
+        kx0 = _window_start(px0, lgx, KW)
+        n_rows = tl.minimum(TH + KH - 1, lgy - ky0)
+        j = tl.arange(0, RS * NC)
+        kx = kx0 + j % NC
+        col_ok = (kx < lgx) & (j % NC < TW + KW - 1)
+        in_cols = (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & col_ok[None, :] & q_ok[:, None]
+        # d rpb: the product's rows taken as (query, halo row of the step) pairs have one bias row
+        # each, and gathering each row's halo columns by bias column (kx - px + KW - 1) makes the
+        # sum over all pairs one product with a one-hot matrix per step
+        u = tl.arange(0, M * RS)
+        u_query = u // RS
+        bias_col = tl.arange(0, NB)
+        halo_col = bias_col[None, :] - (kx0 - (px0 + u_query % TW) + KW - 1)[:, None]  # [M * RS, NB]
+        halo_col_ok = (halo_col >= 0) & (halo_col < NC)
+        halo_col = tl.minimum(tl.maximum(halo_col, 0), NC - 1)
+        bias_row0 = ky0 + u % RS - (py0 + u_query // TW) + KH - 1
+        rpb_acc = tl.zeros([NA, NB], tl.float32)
+
+        dq = tl.zeros([M, BLOCK_C], tl.float32)
+        for r0 in range(0, n_rows, RS):
+            row = r0 + j // NC
+            ky = ky0 + row
+            key_ok = col_ok & (row < n_rows)
+            kv_off = ((ky * DH + gy) * W + kx * DW + gx)[:, None] * C + c[None, :]
+            kt = tl.load(k_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            vt = tl.load(v_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            window = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) & in_cols & key_ok[None, :]
+            s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky[None, :], kx[None, :], window, KH, KW,
+                        HAS_RPB, PREC)
+            p = tl.exp2(s - lse[:, None])
+            dp = _mm(grad_out, tl.trans(vt.to(grad_out.dtype)), PREC)
+            ds = p * (dp - delta[:, None])
+            dq += _mm(ds.to(kt.dtype), kt, PREC)
+            if RPB_GRAD:
+                by_bias = tl.gather(tl.reshape(ds, (M * RS, NC)), halo_col, axis=1)
+                by_bias = tl.where(halo_col_ok, by_bias, 0.0)
+                one_hot = (tl.arange(0, NA)[None, :] == (bias_row0 + r0)[:, None]).to(tl.float32)  # [M * RS, NA]
+                rpb_acc += _mm(tl.trans(one_hot), by_bias, PREC)
+        tl.store(dq_ptr + q_off, dq.to(dq_ptr.dtype.element_ty), mask=io_mask)
+        if RPB_GRAD:
+            a = tl.arange(0, NA)[:, None]
+            b = bias_col[None, :]
+            n_tiles = tl.num_programs(0).to(tl.int64)
+            part_ptr = drpb_ptr + (bh * n_tiles + tile_id) * (2 * KH - 1) * (2 * KW - 1)
+            tl.store(part_ptr + a * (2 * KW - 1) + b, rpb_acc, mask=(a < 2 * KH - 1) & (b < 2 * KW - 1))
+
+    @triton.jit
+    def _na2d_bwd_key_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+                             heads, H, W, C: tl.constexpr, DH, DW, n_tx, tiles_per_group,
+                             KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                             NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
+                             PREC: tl.constexpr):
+        """``dv = sum_queries P^T dO`` and ``dk = sum_queries dS^T q`` for a tile of keys."""
+        M: tl.constexpr = TH * TW
+        bh = tl.program_id(1).to(tl.int64)
+        gy, gx, lgy, lgx, my0, mx0 = _tile_origin(tl.program_id(0), H, W, DH, DW, n_tx, tiles_per_group, TH, TW)
+        i = tl.arange(0, M)
+        my = my0 + i // TW
+        mx = mx0 + i % TW
+        k_ok = (my < lgy) & (mx < lgx)
+        c = tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        # this program's (batch, head) slice; offsets within it stay 32-bit
+        q_ptr += bh * H * W * C
+        k_ptr += bh * H * W * C
+        v_ptr += bh * H * W * C
+        dout_ptr += bh * H * W * C
+        dk_ptr += bh * H * W * C
+        dv_ptr += bh * H * W * C
+        lse_ptr += bh * H * W
+        delta_ptr += bh * H * W
+        k_off = ((my * DH + gy) * W + mx * DW + gx)[:, None] * C + c[None, :]
+        io_mask = k_ok[:, None] & c_ok[None, :]
+        kt = tl.load(k_ptr + k_off, mask=io_mask, other=0.0)
+        vt = tl.load(v_ptr + k_off, mask=io_mask, other=0.0)
+        rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
+
+        qy_lo, qy_hi = _query_range(my0, tl.minimum(my0 + TH - 1, lgy - 1), lgy, KH)
+        qx_lo, qx_hi = _query_range(mx0, tl.minimum(mx0 + TW - 1, lgx - 1), lgx, KW)
+        # near a border more queries than NC can see a key column: walk them in chunks of NC
+        n_chunks = tl.maximum(tl.cdiv(qx_hi - qx_lo + 1, NC), 0)
+        n_steps = tl.maximum(tl.cdiv(qy_hi - qy_lo + 1, RS), 0) * n_chunks
+        j = tl.arange(0, RS * NC)
+        dk = tl.zeros([M, BLOCK_C], tl.float32)
+        dv = tl.zeros([M, BLOCK_C], tl.float32)
+        for step in range(0, n_steps):
+            qy = qy_lo + (step // n_chunks) * RS + j // NC
+            qx = qx_lo + (step % n_chunks) * NC + j % NC
+            q_ok = (qx <= qx_hi) & (qy <= qy_hi)
+            q_lin = (qy * DH + gy) * W + qx * DW + gx
+            q_off = q_lin[:, None] * C + c[None, :]
+            q_mask = q_ok[:, None] & c_ok[None, :]
+            qt = tl.load(q_ptr + q_off, mask=q_mask, other=0.0)
+            grad_out = tl.load(dout_ptr + q_off, mask=q_mask, other=0.0)
+            lse = tl.load(lse_ptr + q_lin, mask=q_ok, other=0.0)
+            delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
+            sy = _window_start(qy, lgy, KH)
+            sx = _window_start(qx, lgx, KW)
+            window = k_ok[:, None] & q_ok[None, :] & (my[:, None] >= sy[None, :]) & (my[:, None] < sy[None, :] + KH) \
+                & (mx[:, None] >= sx[None, :]) & (mx[:, None] < sx[None, :] + KW)
+            # keys x queries: the transposed scores
+            st = _scores(kt, qt, rpb_head, qy[None, :], qx[None, :], my[:, None], mx[:, None], window, KH, KW,
+                         HAS_RPB, PREC)
+            pt = tl.exp2(st - lse[None, :])
+            dpt = _mm(vt.to(grad_out.dtype), tl.trans(grad_out), PREC)
+            dst = pt * (dpt - delta[None, :])
+            dv += _mm(pt.to(grad_out.dtype), grad_out, PREC)
+            dk += _mm(dst.to(qt.dtype), qt, PREC)
+        tl.store(dk_ptr + k_off, dk.to(dk_ptr.dtype.element_ty), mask=io_mask)
+        tl.store(dv_ptr + k_off, dv.to(dv_ptr.dtype.element_ty), mask=io_mask)
+
+
+class TileConfig(NamedTuple):
+    """Launch geometry of the fused kernels for one shape."""
+    th: int  # query (or key) rows per tile, group coordinates
+    tw: int  # columns per tile
+    nc: int  # halo columns per step (power of two)
+    rs: int  # halo rows per step (power of two)
+    n_tx: int  # tiles per group row
+    tiles_per_group: int
+    groups: int
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def tile_config(height: int, width: int, kernel: Tuple[int, int], dilation: Tuple[int, int]) -> TileConfig:
+    """Picks the tile shape that minimises the padded (query, halo key) pairs over the map.
+
+    Every query of a tile is scored against the whole halo, padded to ``NC`` columns and to a
+    multiple of ``RS`` rows, so a wide tile wastes work on a narrow window and vice versa
+    (e.g. 4x4 tiles for k = 11, 2x8 for k = 7).
+    """
+    (kh, kw), (dh, dw) = kernel, dilation
+    rows, cols = -(-height // dh), -(-width // dw)  # the longest group per axis
+    best = None
+    tw = 1
+    while tw <= TILE_QUERIES:
+        th = TILE_QUERIES // tw
+        nc = _dot_dim(min(tw + kw - 1, cols))
+        halo_rows = min(th + kh - 1, rows)
+        rs = min(ROWS_PER_STEP, _next_pow2(halo_rows))
+        n_ty, n_tx = -(-rows // th), -(-cols // tw)
+        cost = n_ty * n_tx * TILE_QUERIES * -(-halo_rows // rs) * rs * nc
+        if best is None or cost < best[0]:
+            best = cost, TileConfig(th, tw, nc, rs, n_tx, n_ty * n_tx, dh * dw)
+        tw *= 2
+    return best[1]
+
+
+def _dot_precision(*tensors: Tensor) -> str:
+    """float32 products run exactly unless torch allows TF32 or autocast is on (then inputs are
+    already low-precision by choice); 16-bit inputs make the float32 products TF32 too."""
+    if all(t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
+        return 'tf32'
+    device = tensors[0].device.type
+    if torch.backends.cuda.matmul.allow_tf32 or (device == 'cuda' and torch.is_autocast_enabled('cuda')):
+        return 'tf32'
+    return 'ieee'
+
+
+def _dot_dim(n: int) -> int:
+    """The block size covering ``n``: a power of two, and at least 16 (tl.dot's minimum)."""
+    return max(16, _next_pow2(n))
+
+
+class NA2DFn(torch.autograd.Function):
+    """Fused neighborhood attention; see :func:`ops.neighborhood_attention.na2d_ref`."""
+
+    @staticmethod
+    def forward(ctx, query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], kernel: Tuple[int, int],
+                dilation: Tuple[int, int]) -> Tensor:
+        query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
+        rpb_c = None if rpb is None else rpb.contiguous()
+        b, heads, height, width, dim = query.shape
+        cfg = tile_config(height, width, kernel, dilation)
+        precision = _dot_precision(query, value)
+        out = torch.empty(query.shape, device=query.device, dtype=torch.promote_types(query.dtype, value.dtype))
+        lse = torch.empty(b, heads, height, width, device=query.device, dtype=torch.float32)
+        grid = (cfg.groups * cfg.tiles_per_group, b * heads)
+        _na2d_fwd_kernel[grid](query, key, value, rpb_c if rpb_c is not None else query, out, lse, heads, height,
+                               width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group,
+                               KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs,
+                               BLOCK_C=_dot_dim(dim),
+                               HAS_RPB=rpb_c is not None, PREC=precision, num_warps=NUM_WARPS)
+        ctx.save_for_backward(query, key, value, rpb_c, out, lse)
+        ctx.window = kernel, dilation, cfg, precision
+        return out
+
+    @staticmethod
+    def backward(ctx, dout: Tensor):
+        query, key, value, rpb, out, lse = ctx.saved_tensors
+        kernel, dilation, cfg, precision = ctx.window
+        b, heads, height, width, dim = query.shape
+        dout = dout.contiguous()
+        delta = (dout.float() * out.float()).sum(-1)  # [B, heads, H, W]: rowsum(dO * O) = rowsum(P * dP)
+        grid = (cfg.groups * cfg.tiles_per_group, b * heads)
+        rpb_arg = rpb if rpb is not None else query
+        common = dict(KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs,
+                               BLOCK_C=_dot_dim(dim),
+                      HAS_RPB=rpb is not None, PREC=precision, num_warps=NUM_WARPS)
+        shape = (heads, height, width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group)
+        rpb_grad = rpb is not None and ctx.needs_input_grad[3]
+        dq = drpb = None
+        if ctx.needs_input_grad[0] or rpb_grad:
+            dq = torch.empty_like(query)
+            bias_entries = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
+            parts = torch.empty(b, heads, grid[0], bias_entries if rpb_grad else 0, device=query.device,
+                                dtype=torch.float32)
+            query_common = dict(common, RS=min(cfg.rs, ROWS_PER_STEP_RPB_GRAD)) if rpb_grad else common
+            _na2d_bwd_query_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dq, parts, *shape,
+                                         RPB_GRAD=rpb_grad, NA=_dot_dim(2 * kernel[0] - 1),
+                                         NB=_dot_dim(2 * kernel[1] - 1), **query_common)
+            if rpb_grad:
+                drpb = parts.sum((0, 2)).view(rpb.shape).to(rpb.dtype)
+        dk = dv = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            dk, dv = torch.empty_like(key), torch.empty_like(value)
+            _na2d_bwd_key_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dk, dv, *shape, **common)
+        return (dq if ctx.needs_input_grad[0] else None, dk if ctx.needs_input_grad[1] else None,
+                dv if ctx.needs_input_grad[2] else None, drpb, None, None)
+
+
+def na2d_triton(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+                rpb: Optional[Tensor] = None) -> Tensor:
+    """Triton twin of :func:`ops.neighborhood_attention.na2d_ref` (same arguments and result)."""
+    _check_triton()
+    for name, t in (('query', query), ('key', key), ('value', value)):
+        _check_5d(name, t)
+    if key.shape != query.shape or value.shape != query.shape:
+        raise ValueError(f'query, key and value shapes differ: {tuple(query.shape)}, {tuple(key.shape)}, '
+                         f'{tuple(value.shape)}')
+    if key.dtype != query.dtype:
+        raise ValueError(f'query and key dtypes differ: {query.dtype} vs {key.dtype}')
+    kernel, dil = normalize_window_args(kernel_size, dilation)
+    b, heads = query.shape[:2]
+    if rpb is not None and tuple(rpb.shape) != (heads, 2 * kernel[0] - 1, 2 * kernel[1] - 1):
+        raise ValueError(f'rpb must be ({heads}, {2 * kernel[0] - 1}, {2 * kernel[1] - 1}), '
+                         f'got {tuple(rpb.shape)}')
+    if b * heads > 65535:
+        raise ValueError(f'batch * heads must be at most 65535 (a grid axis), got {b * heads}')
+    return NA2DFn.apply(query, key, value, rpb, kernel, dil)
+
+
+__all__ = ['na2d_triton', 'NA2DFn', 'tile_config', 'TileConfig']

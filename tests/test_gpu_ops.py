@@ -1,0 +1,300 @@
+"""Fast backends of the ops against their PyTorch references.
+
+The CUDA tests skip without a GPU (CI). The Triton kernels are also checked on the CPU
+through Triton's interpreter, in a subprocess because ``TRITON_INTERPRET`` is read when
+the kernels are defined.
+"""
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ops
+from ops import dispatch
+from ops.neighborhood_attention_fused import na2d_triton
+from ops.neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton
+from ops.selective_scan import has_cuda_scan, selective_scan_states_cuda
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERPRETING = os.environ.get('TRITON_INTERPRET') == '1'
+
+needs_cuda_scan = pytest.mark.skipif(not has_cuda_scan(), reason='needs a CUDA GPU and the built ops._scan_cuda extension')
+needs_cuda_triton = pytest.mark.skipif(not (torch.cuda.is_available() and has_triton()),
+                                       reason='needs a CUDA GPU and triton')
+
+# Relative error bounds ||out - ref|| / ||ref|| per input dtype (the kernels and references
+# compute in float32 on the same inputs; low-precision outputs add one rounding).
+TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+# ---------------------------------------------------------------------------- selective scan
+
+def scan_inputs(batch, dim, length, n, groups, dtype, device, seed):
+    gen = torch.Generator(device='cpu').manual_seed(seed)
+    u = torch.randn(batch, dim, length, generator=gen).to(device, dtype)
+    delta = (torch.randn(batch, dim, length, generator=gen) * 0.5 - 1).to(device, dtype)
+    A = (-torch.rand(dim, n, generator=gen) * 2 - 0.1).to(device)
+    B_shape = (batch, n, length) if groups is None else (batch, groups, n, length)
+    B = torch.randn(*B_shape, generator=gen).to(device, dtype)
+    bias = (torch.randn(dim, generator=gen) * 0.3).to(device)
+    return u, delta, A, B, bias
+
+
+@needs_cuda_scan
+@pytest.mark.parametrize('batch,dim,length', [(2, 8, 1), (2, 8, 7), (3, 16, 1000), (2, 4, 5000), (2, 3, 4101),
+                                              (1, 2, 300_001), (1, 2, 300_000)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_scan_forward_backward(batch, dim, length, dtype):
+    for n, groups, use_bias, softplus in [(1, None, True, True), (3, 1, False, True), (4, None, True, False),
+                                          (2, dim if dim % 2 else dim // 2, True, True)]:
+        u, delta, A, B, bias = scan_inputs(batch, dim, length, n, groups, dtype, 'cuda', seed=length + n)
+        if not softplus:
+            delta = delta.abs()  # a negative step would make exp(delta * A) grow without bound
+        for t in (u, delta, A, B, bias):
+            t.requires_grad_()
+        bias_arg = bias if use_bias else None
+        out = selective_scan_states_cuda(u, delta, A, B, bias_arg, softplus)
+        ref = ops.selective_scan_states_ref(u, delta, A, B, bias_arg, softplus)
+        assert out.dtype == torch.float32 and out.shape == (batch, dim, n, length)
+        assert rel_err(out, ref) < 1e-4, (n, groups)
+        grad = torch.randn_like(out)
+        wrt = [u, delta, A, B] + ([bias] if use_bias else [])
+        grads = torch.autograd.grad(out, wrt, grad)
+        # at length 1 the reference never multiplies by exp(delta * A) (h_{-1} = 0): dA is zero
+        grads_ref = torch.autograd.grad(ref, wrt, grad, allow_unused=True, materialize_grads=True)
+        for name, g, g_ref in zip(['du', 'ddelta', 'dA', 'dB', 'dbias'], grads, grads_ref):
+            assert g.dtype == g_ref.dtype and g.shape == g_ref.shape, name
+            assert rel_err(g, g_ref) < TOL[dtype] * (1 if dtype == torch.float32 else 2), (name, n, groups)
+
+
+@needs_cuda_scan
+def test_scan_mixed_dtypes_and_dispatch():
+    u, delta, A, B, bias = scan_inputs(2, 8, 3000, 1, None, torch.bfloat16, 'cuda', seed=0)
+    out = ops.selective_scan_states(u, delta.float(), A, B, bias)  # promotes to float32 inside
+    ref = ops.selective_scan_states_ref(u, delta.float(), A, B, bias)
+    assert rel_err(out, ref) < 1e-4
+    assert ops.backends('selective_scan_states')[0] == 'cuda'
+
+
+# ------------------------------------------------------------------- neighborhood attention
+
+def na_inputs(batch, heads, height, width, dim, kernel, dtype, device, seed):
+    gen = torch.Generator(device='cpu').manual_seed(seed)
+    q, k, v = (torch.randn(batch, heads, height, width, dim, generator=gen).to(device, dtype) for _ in range(3))
+    rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=gen).to(device)
+    return q, k, v, rpb
+
+
+def check_na(batch, heads, height, width, dim, kernel, dilation, dtype, device, seed=0):
+    """Triton vs reference: scores, aggregation and every gradient, incl. through softmax."""
+    q, k, v, rpb = (t.requires_grad_() for t in na_inputs(batch, heads, height, width, dim, kernel, dtype, device, seed))
+    results = []
+    for qk, av in ((na2d_qk_triton, na2d_av_triton), (ops.na2d_qk_ref, ops.na2d_av_ref)):
+        scores = qk(q, k, kernel, dilation, rpb)
+        attn = scores.float().softmax(-1).to(dtype)
+        out = av(attn, v, kernel, dilation)
+        gen = torch.Generator(device='cpu').manual_seed(seed + 1)
+        g_out = torch.randn(out.shape, generator=gen).to(device, out.dtype)
+        g_scores = torch.randn(scores.shape, generator=gen).to(device, scores.dtype)
+        # a direct gradient on the finite scores exercises qk's backward beyond softmax's
+        finite = scores.masked_fill(scores.isinf(), 0)
+        grads = torch.autograd.grad([out, finite], [q, k, rpb, v], [g_out, g_scores])
+        results.append((scores, out) + grads)
+    for name, got, ref in zip(['scores', 'out', 'dq', 'dk', 'drpb', 'dv'], *results):
+        assert got.dtype == ref.dtype and got.shape == ref.shape, name
+        assert torch.equal(got.isinf(), ref.isinf()), f'{name}: masked slots differ'
+        err = rel_err(got.masked_fill(got.isinf(), 0), ref.masked_fill(ref.isinf(), 0))
+        tol = TOL[dtype] if name in ('scores', 'out') else 2 * TOL[dtype]
+        assert err < tol, f'{name}: relative error {err:.2e} >= {tol:.0e}'
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize('kernel', [7, 9, 11])
+@pytest.mark.parametrize('dilation', list(range(1, 12)))
+def test_na_triton_windows_and_dilations(kernel, dilation):
+    # odd, non-square maps; the larger dilations leave groups shorter than the window
+    height, width = kernel * dilation // 2 + 5, kernel * dilation + 3
+    check_na(2, 2, height, width, 24, kernel, dilation, torch.float32, 'cuda', seed=kernel * 100 + dilation)
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('height,width,dim,kernel,dilation', [
+    (56, 56, 24, 11, 5), (28, 28, 24, 9, 3), (14, 14, 32, 7, 2),  # A2Mamba-T at 224 px
+    (5, 8, 16, 9, 1),  # below the window: global along both axes
+    (9, 30, 32, 7, (1, 4)), (33, 17, 12, 11, (3, 1)),
+])
+def test_na_triton_dtypes(height, width, dim, kernel, dilation, dtype):
+    check_na(2, 3, height, width, dim, kernel, dilation, dtype, 'cuda')
+
+
+def check_fused(batch, heads, height, width, dim, kernel, dilation, dtype, device, use_rpb=True, value_dtype=None,
+                seed=0):
+    """Fused Triton ``na2d`` vs ``na2d_ref`` run in higher precision: output and every gradient."""
+    kh, kw = ops.normalize_window_args(kernel, dilation)[0]
+    gen = torch.Generator(device='cpu').manual_seed(seed)
+    q, k, v = (torch.randn(batch, heads, height, width, dim, generator=gen) for _ in range(3))
+    rpb = torch.randn(heads, 2 * kh - 1, 2 * kw - 1, generator=gen) if use_rpb else None
+    g_out = torch.randn(q.shape, generator=gen)
+    ref_dtype = torch.float64 if device == 'cpu' else torch.float32
+    dtypes = (dtype, dtype, value_dtype or dtype, torch.float32)
+    leaves = [None if t is None else t.to(device, dt).requires_grad_() for t, dt in zip((q, k, v, rpb), dtypes)]
+    ref_leaves = [None if t is None else t.detach().to(ref_dtype).requires_grad_() for t in leaves]
+    out = na2d_triton(*leaves[:3], kernel, dilation, leaves[3])
+    ref = ops.na2d_ref(*ref_leaves[:3], kernel, dilation, ref_leaves[3])
+    assert out.dtype == torch.promote_types(dtype, value_dtype or dtype) and out.shape == q.shape
+    wrt = [i for i, t in enumerate(leaves) if t is not None]
+    grads = torch.autograd.grad(out, [leaves[i] for i in wrt], g_out.to(device, out.dtype))
+    grads_ref = torch.autograd.grad(ref, [ref_leaves[i] for i in wrt], g_out.to(device, ref_dtype))
+    tol = max(TOL[dtype], TOL[value_dtype or dtype])
+    err = rel_err(out, ref)
+    assert err < tol, f'out: relative error {err:.2e} >= {tol:.0e}'
+    for i, g, g_ref in zip(wrt, grads, grads_ref):
+        name = ['dq', 'dk', 'dv', 'drpb'][i]
+        assert g.dtype == leaves[i].dtype, name
+        err = rel_err(g, g_ref)
+        assert err < 2 * tol, f'{name}: relative error {err:.2e} >= {2 * tol:.0e}'
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize('kernel', [7, 9, 11])
+@pytest.mark.parametrize('dilation', [1, 2, 4, 7, 11])
+def test_fused_na_windows_and_dilations(kernel, dilation):
+    height, width = kernel * dilation // 2 + 5, kernel * dilation + 3
+    check_fused(2, 2, height, width, 24, kernel, dilation, torch.float32, 'cuda', seed=kernel * 100 + dilation)
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('height,width,dim,kernel,dilation,use_rpb', [
+    (56, 56, 24, 11, 5, True), (28, 28, 24, 9, 1, True), (14, 14, 32, 7, 2, True),  # A2Mamba-T at 224 px
+    (5, 8, 16, 9, 1, True),  # below the window: global along both axes
+    (9, 30, 32, (7, 5), (1, 4), False), (33, 17, 12, 11, (3, 1), True),
+])
+def test_fused_na_dtypes(height, width, dim, kernel, dilation, use_rpb, dtype):
+    check_fused(2, 3, height, width, dim, kernel, dilation, dtype, 'cuda', use_rpb)
+
+
+@needs_cuda_triton
+def test_fused_na_mixed_dtypes_under_autocast():
+    """The model's case: float32 q/k (after RoPE) and bfloat16 values under bf16 autocast (TF32 products)."""
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        check_fused(2, 2, 28, 28, 24, 9, 3, torch.float32, 'cuda', value_dtype=torch.bfloat16)
+
+
+@needs_cuda_triton
+@needs_cuda_scan
+def test_model_fast_backends_match_reference():
+    from a2mamba_core import create_model
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = create_model('a2mamba_n').cuda().eval()
+    x = torch.randn(2, 3, 224, 160, device='cuda')
+    assert ops.runs_kernel('na2d', x)
+    fast = model(x)
+    with ops.use_backend('reference'):
+        ref = model(x)
+    assert rel_err(fast, ref) < 1e-4
+    grad = torch.randn_like(fast)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(fast, params, grad)
+    grads_ref = torch.autograd.grad(ref, params, grad)
+    worst = max(rel_err(g, g_ref) for g, g_ref in zip(grads, grads_ref) if g_ref.norm() > 0)
+    assert worst < 2e-3
+
+
+# ------------------------------------------------ Triton interpreter (CPU) and dispatch
+
+@pytest.mark.skipif(not INTERPRETING, reason='runs inside test_triton_interpreter_on_cpu (TRITON_INTERPRET=1)')
+def test_interpreted_na():
+    check_na(1, 2, 9, 11, 8, 3, 2, torch.float32, 'cpu')
+
+
+@pytest.mark.skipif(not INTERPRETING, reason='runs inside test_triton_interpreter_on_cpu (TRITON_INTERPRET=1)')
+@pytest.mark.parametrize('heads,height,width,dim,kernel,dilation,use_rpb', [
+    (2, 9, 11, 8, 3, 2, True),  # several tiles per dilation group
+    (1, 5, 4, 6, 7, 1, True),  # below the window on both axes
+    (1, 13, 10, 5, 5, (3, 2), False),  # groups of unequal length, odd channels
+    (1, 6, 13, 16, (7, 5), (1, 2), True),  # non-square window, dilation on one axis
+])
+def test_interpreted_fused_na(heads, height, width, dim, kernel, dilation, use_rpb):
+    check_fused(1, heads, height, width, dim, kernel, dilation, torch.float32, 'cpu', use_rpb)
+
+
+@pytest.mark.skipif(INTERPRETING, reason='this is the launcher of the interpreted tests')
+@pytest.mark.skipif(not has_triton(), reason='needs triton installed')
+def test_triton_interpreter_on_cpu():
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
+    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=python_path)
+    proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__,
+                           '-k', 'test_interpreted'], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and '5 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_failing_backend_falls_back_once(monkeypatch, caplog):
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError('no kernel image is available for execution on the device')
+
+    registry = {op: list(entries) for op, entries in dispatch._REGISTRY.items()}
+    monkeypatch.setattr(dispatch, '_REGISTRY', registry)
+    monkeypatch.setattr(dispatch, '_disabled', set())
+    dispatch.register_backend('na2d_av', 'broken', broken, lambda t: True)
+    attn = torch.rand(1, 1, 6, 5, 9)
+    value = torch.randn(1, 1, 6, 5, 4)
+    with caplog.at_level(logging.WARNING, logger='a2mamba.ops'):
+        first = ops.na2d_av(attn, value, 3)
+        second = ops.na2d_av(attn, value, 3)
+    expected = ops.na2d_av_ref(attn, value, 3)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    assert len(calls) == 1
+    assert sum('broken' in r.getMessage() for r in caplog.records) == 1
+
+
+def test_model_uses_fused_op_where_it_runs_a_kernel(monkeypatch):
+    """With a kernel registered for ``na2d``, MASS calls it for all four aggregations (values
+    and states, both scales) and never materialises a map; the result equals the unfused path."""
+    from a2mamba_core import create_model
+
+    calls = []
+
+    def fused(*args):
+        calls.append(args[2].shape)
+        return ops.na2d_ref(*args)
+
+    def no_maps(*args):
+        raise AssertionError('the fused path must not compute attention maps')
+
+    model = create_model('a2mamba_n').eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        unfused = model(x)
+    registry = {op: list(entries) for op, entries in dispatch._REGISTRY.items()}
+    monkeypatch.setattr(dispatch, '_REGISTRY', registry)
+    dispatch.register_backend('na2d', 'fused-test', fused, lambda t: True)
+    dispatch.register_backend('na2d_qk', 'no-maps', no_maps, lambda t: True)
+    assert ops.runs_kernel('na2d', x)
+    with torch.no_grad():
+        out = model(x)
+    torch.testing.assert_close(out, unfused, rtol=1e-5, atol=1e-5)
+    blocks = [len(stage.blocks) for stage in model.stages]
+    assert len(calls) == 4 * sum(blocks[:3]) + 2 * blocks[3]
+    with ops.use_backend('reference'):
+        assert not ops.runs_kernel('na2d', x)
+
+
+def test_forced_backend_that_cannot_run_raises():
+    with ops.use_backend('triton'), pytest.raises(RuntimeError, match='cannot run on cpu'):
+        ops.na2d_qk(torch.randn(1, 1, 4, 4, 2), torch.randn(1, 1, 4, 4, 2), 3)

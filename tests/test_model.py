@@ -1,0 +1,115 @@
+"""Model API: sizes, inputs of any size, bad input, checkpointing, drop path, factories."""
+import pytest
+import torch
+
+import a2mamba_core
+from a2mamba_core import create_model
+
+
+@pytest.fixture(scope='module')
+def nano():
+    return create_model('a2mamba_n').eval()
+
+
+@pytest.mark.parametrize('height,width', [(32, 32), (33, 47), (64, 64), (97, 131), (160, 96), (223, 225),
+                                          (512, 512), (511, 384)])
+def test_any_input_size(nano, height, width):
+    x = torch.randn(1, 3, height, width)
+    with torch.no_grad():
+        features = nano.forward_features(x)
+        logits = nano.forward_head(features[-1])
+    expected = [((height + 3) // 4, (width + 3) // 4)]  # stem: two stride-2 convs with padding 1
+    for _ in range(3):
+        expected.append(((expected[-1][0] + 1) // 2, (expected[-1][1] + 1) // 2))
+    for feature, dim, size in zip(features, nano.embed_dims, expected):
+        assert feature.shape == (1, dim, *size)
+        assert torch.isfinite(feature).all()
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+
+
+def test_small_map_axis_becomes_global(nano):
+    """On an 8x8 stage-1 map the 11x11 window covers the whole map: every pixel attends to all 64."""
+    mixer = nano.layers[0].blocks[0].token_mixer
+    q = torch.randn(1, 2, 8, 8, 16)
+    attn1, attn2 = mixer.attention_maps(q, q, 8, 8)
+    for attn in (attn1, attn2):
+        assert attn.shape == (1, 1, 8, 8, 121)
+        assert ((attn > 0).sum(-1) == 64).all()
+        torch.testing.assert_close(attn.sum(-1), torch.ones(1, 1, 8, 8))
+    assert mixer.dilation(8, 8) == (1, 1) and mixer.dilation(56, 56) == (5, 5) and mixer.dilation(200, 33) == (11, 3)
+
+
+@pytest.mark.parametrize('x,message', [
+    (torch.randn(3, 64, 64), '4-D'),
+    (torch.randn(1, 1, 64, 64), '3 input channels'),
+    (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), 'floating-point'),
+])
+def test_bad_input_raises(nano, x, message):
+    with pytest.raises(ValueError, match=message):
+        nano(x)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match='a2mamba_n'):
+        create_model('a2mamba_xl')
+
+
+def test_create_model_kwargs():
+    model = create_model('a2mamba_n', num_classes=10, in_chans=1, drop_path_rate=0.3, use_checkpoint=[2, 0, 0, 0])
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 10)
+    rates = [b.drop_path.drop_prob for s in model.stages for b in s.blocks if hasattr(b.drop_path, 'drop_prob')]
+    assert rates[-1] == pytest.approx(0.3) and rates == sorted(rates)
+    assert [s.use_checkpoint for s in model.stages] == [2, 0, 0, 0]
+    headless = create_model('a2mamba_n', num_classes=0)
+    assert headless(torch.randn(1, 3, 64, 64)).shape == (1, 1024)
+
+
+def test_factories_match_create_model():
+    assert set(a2mamba_core.list_models()) == {'a2mamba_n', 'a2mamba_t', 'a2mamba_s', 'a2mamba_b', 'a2mamba_l'}
+    model = a2mamba_core.a2mamba_t(num_classes=5)
+    assert model.embed_dims == [48, 96, 256, 448] and model.num_classes == 5
+
+
+def test_window_biases_are_tied(nano):
+    mixer = nano.layers[0].blocks[0].token_mixer
+    assert mixer.rpb[0] is mixer.rpb[1]
+    names = [n for n, _ in nano.named_parameters() if n.startswith('layers.0.blocks.0.token_mixer.rpb')]
+    assert names == ['layers.0.blocks.0.token_mixer.rpb.0']
+
+
+def test_gradient_checkpointing_is_exact():
+    torch.manual_seed(0)
+    plain = create_model('a2mamba_n', num_classes=10).train()
+    ckpt = create_model('a2mamba_n', num_classes=10, use_checkpoint=2).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    outs = []
+    for model in (plain, ckpt):
+        out = model(x)
+        out.square().sum().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[0], outs[1])
+    for (name, p1), p2 in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, msg=name)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = create_model('a2mamba_n', num_classes=10).train()
+    model(torch.randn(2, 3, 64, 80)).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_drop_path_active_only_in_training():
+    model = create_model('a2mamba_n', num_classes=10, drop_path_rate=0.5)
+    x = torch.randn(4, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x))
+        reference = model(x)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()  # isolate drop path from batch statistics
+    with torch.no_grad():
+        assert not torch.allclose(model(x), reference)

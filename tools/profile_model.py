@@ -1,0 +1,90 @@
+"""Where a model's GPU time goes: the CUDA kernels of its inference and training steps.
+
+    python tools/profile_model.py --model a2mamba_t --batch-size 128 --amp bf16 [--unfused-na]
+
+After warm-up steps, ``--steps`` steps of each kind run under torch.profiler. Printed per
+kind: the wall time of a step, the summed time of its kernels (a wall time well above it
+means the GPU waits on the CPU, e.g. launch overhead), and the kernels by total time.
+"""
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, List
+
+import torch
+import torch.nn as nn
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import a2mamba_core  # noqa: E402
+import ops  # noqa: E402
+
+
+def profile_steps(step: Callable[[], None], steps: int, warmup: int, top: int) -> List[str]:
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - start) * 1e3 / steps
+    kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    total_ms = sum(e.self_device_time_total for e in kernels) / 1e3 / steps
+    lines = [f'step wall {wall_ms:.1f} ms (under the profiler), kernels {total_ms:.1f} ms', '',
+             '| kernel | calls/step | ms/step | share |', '|---|---|---|---|']
+    for e in kernels[:top]:
+        ms = e.self_device_time_total / 1e3 / steps
+        lines.append(f'| {e.key[:100]} | {e.count // steps} | {ms:.2f} | {100 * ms / total_ms:.1f}% |')
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', default='a2mamba_t', choices=list(a2mamba_core.MODEL_SPECS))
+    parser.add_argument('--batch-size', type=int, default=128)
+    parser.add_argument('--image-size', type=int, default=224)
+    parser.add_argument('--amp', choices=['none', 'bf16', 'fp16'], default='bf16')
+    parser.add_argument('--steps', type=int, default=3)
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--top', type=int, default=30, help='kernels listed per kind')
+    parser.add_argument('--unfused-na', action='store_true',
+                        help='disable the fused attention kernel: maps are stored and applied twice')
+    args = parser.parse_args()
+    if args.unfused_na:
+        ops.dispatch.disable('na2d', 'triton')
+    torch.backends.cudnn.benchmark = True
+    model = a2mamba_core.create_model(args.model).cuda()
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device='cuda')
+    labels = torch.randint(0, 1000, (args.batch_size,), device='cuda')
+    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
+    autocast = (lambda: torch.autocast('cuda', dtype=amp_dtype)) if amp_dtype else nullcontext
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def infer() -> None:
+        with torch.no_grad(), autocast():
+            model(x)
+
+    def train_step() -> None:
+        with autocast():
+            loss = nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    print(f'{args.model}, {torch.cuda.get_device_name()}, batch {args.batch_size}, {args.image_size}^2, '
+          f'amp {args.amp}, fused attention: {ops.runs_kernel("na2d", x)}')
+    model.eval()
+    print('\n## inference\n\n' + '\n'.join(profile_steps(infer, args.steps, args.warmup, args.top)), flush=True)
+    model.train()
+    print('\n## training step\n\n' + '\n'.join(profile_steps(train_step, args.steps, args.warmup, args.top)))
+
+
+if __name__ == '__main__':
+    main()
