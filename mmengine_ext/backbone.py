@@ -1,7 +1,7 @@
-"""A2Mamba as a dense-prediction backbone (mmdet, mmsegmentation).
+"""A2Mamba as a backbone for every task (mmpretrain, mmdet, mmsegmentation).
 
-One ``mmengine`` module for every dense task; ``mmdet_ext`` and ``mmseg_ext`` only register it
-in their framework's registry. The network is :mod:`a2mamba_core`'s, and its parameters keep the
+One ``mmengine`` module; ``mmdet_ext`` and ``mmseg_ext`` only register it in their framework's
+registry, and ``mmpretrain_ext`` subclasses it for classification (no output norms). The network is :mod:`a2mamba_core`'s, and its parameters keep the
 authors' names (``patch_embed.*``, ``layers.N.*``), so the released classification checkpoints load
 unchanged; only the per-stage output norms (``norm{i}``) are new.
 """
@@ -61,7 +61,12 @@ class A2MambaBackbone(BaseModule):
     Args:
         arch: model size, one of ``'nano'``, ``'tiny'``, ``'small'``, ``'base'``, ``'large'``.
         out_indices: stages whose maps are returned (0-3, negatives count from the end); each
-            passes through its own LayerNorm2d (``norm{i}``).
+            passes through its own LayerNorm2d (``norm{i}``) when ``out_norms``.
+        out_norms: add those output norms (dense tasks); without them the maps are the
+            stages' own, as the authors' classifier head reads stage 4.
+        in_channels: input channels.
+        img_size: training resolution; sizes the stage-4 global attention bias, which is
+            resized to other inputs at run time (224 in the released checkpoints).
         frozen_stages: ``-1`` freezes nothing, ``0`` the stem, ``k >= 1`` the stem and stages
             ``1..k`` (each with the downsampling into it and its output norm): eval mode and
             ``requires_grad=False``, re-applied by every ``train()``.
@@ -78,7 +83,8 @@ class A2MambaBackbone(BaseModule):
 
     def __init__(self, arch: str = 'tiny', out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False, drop_path_rate: float = 0.0,
-                 with_cp: Union[bool, Sequence[int]] = False, init_cfg: Optional[dict] = None):
+                 with_cp: Union[bool, Sequence[int]] = False, out_norms: bool = True, in_channels: int = 3,
+                 img_size: int = 224, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if arch not in ARCHS:
             raise ValueError(f'unknown A2Mamba arch {arch!r}; choose one of {list(ARCHS)}')
@@ -97,16 +103,19 @@ class A2MambaBackbone(BaseModule):
         self.out_indices = resolve_out_indices(out_indices, num_stages)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.out_norms = out_norms
+        self.in_channels = in_channels
 
         network = create_model(ARCHS[arch], num_classes=0, drop_path_rate=drop_path_rate,
-                               use_checkpoint=checkpointed_blocks(with_cp, depths))
+                               use_checkpoint=checkpointed_blocks(with_cp, depths), in_chans=in_channels,
+                               image_size=img_size)
         self.embed_dims = network.embed_dims
         self.num_stages = num_stages
         # The authors' module names are kept; the classifier and the stages after the last
         # returned one are left behind (unused parameters would stall DDP).
         self.patch_embed = network.patch_embed
         self.layers = network.layers[:2 * self.out_indices[-1] + 1]
-        for i in self.out_indices:
+        for i in self.out_indices if out_norms else ():
             self.add_module(f'norm{i}', LayerNorm2d(self.embed_dims[i]))
         self._freeze_stages()
 
@@ -115,7 +124,7 @@ class A2MambaBackbone(BaseModule):
         modules = [self.layers[2 * stage - 2]]
         if stage > 1:
             modules.insert(0, self.layers[2 * stage - 3])
-        if stage - 1 in self.out_indices:
+        if self.out_norms and stage - 1 in self.out_indices:
             modules.append(getattr(self, f'norm{stage - 1}'))
         return modules
 
@@ -148,9 +157,10 @@ class A2MambaBackbone(BaseModule):
             path = self.init_cfg['checkpoint']
             result = load_pretrained(self, path, weights=self.init_cfg.get('weights', 'plain'),
                                      state_dict_filter=self._backbone_part)
-            output_norms = tuple(f'norm{i}.' for i in self.out_indices)
+            output_norms = tuple(f'norm{i}.' for i in self.out_indices) if self.out_norms else ()
             missing = [k for k in result.missing_keys if not k.startswith(output_norms)]
-            logger.info(f'{self.__class__.__name__}: loaded {path} (the output norms start fresh)')
+            fresh = ' (the output norms start fresh)' if self.out_norms else ''
+            logger.info(f'{self.__class__.__name__}: loaded {path}{fresh}')
             if missing:
                 logger.warning(f'{self.__class__.__name__}: {len(missing)} keys missing from {path} '
                                f'(left at random initialisation): {missing}')
@@ -164,13 +174,15 @@ class A2MambaBackbone(BaseModule):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Args:
-            x: ``(B, 3, H, W)`` images, any ``H, W``.
+            x: ``(B, in_channels, H, W)`` images, any ``H, W``.
 
         Returns:
-            one ``(B, C_i, ceil(H / 2^(i+2)), ...)`` map per index of ``out_indices``, normalised.
+            one ``(B, C_i, ceil(H / 2^(i+2)), ...)`` map per index of ``out_indices`` (normalised
+            when ``out_norms``).
         """
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f'A2MambaBackbone expects (B, 3, H, W) images, got shape {tuple(x.shape)}')
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'{self.__class__.__name__} expects (B, {self.in_channels}, H, W) images, '
+                             f'got shape {tuple(x.shape)}')
         x = self.patch_embed(x)
         outs = []
         for i in range(self.out_indices[-1] + 1):
@@ -178,7 +190,7 @@ class A2MambaBackbone(BaseModule):
                 x = self.layers[2 * i - 1](x)  # stride-2 downsampling into stage i
             x = self.layers[2 * i](x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x))
+                outs.append(getattr(self, f'norm{i}')(x) if self.out_norms else x)
         return tuple(outs)
 
     def _backbone_part(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:

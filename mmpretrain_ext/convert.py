@@ -15,7 +15,6 @@ PREFIX_MAP: Tuple[Tuple[str, str], ...] = (
     ('layers.', 'backbone.layers.'),
     ('classifier.', 'head.classifier.'),
 )
-BACKBONE_PREFIXES: Tuple[str, ...] = ('patch_embed.', 'layers.')
 
 
 def _rename(key: str, pairs: Iterable[Tuple[str, str]]) -> str:

