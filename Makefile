@@ -8,7 +8,7 @@ DEMO_WORK_DIR := work_dirs/a2mamba-n_1xb64_mnist5k-32px
 .PHONY: env test demo bench demo-det demo-seg
 
 env:
-	@bash tools/setup_env.sh
+	@A2MAMBA_VENV=$(abspath $(VENV)) bash tools/setup_env.sh
 
 test: env
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -24,7 +24,7 @@ from torch import Tensor  # noqa: E402
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from a2mamba_core import MASS  # noqa: E402
-from ops.neighborhood_attention import neighbor_table  # noqa: E402
+from ops.neighborhood_attention import axis_neighbors  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -70,11 +70,13 @@ def pixel_attention(mixer: MASS, x: Tensor, pos_enc: Tuple[Tensor, Tensor], row:
         scales = zip(mixer.attention_maps(q, k, height, width), ((1, 1), mixer.dilation(height, width)))
         maps = []
         for attn, dilation in scales:
-            table = neighbor_table(height, width, mixer.window_size, dilation, torch.device('cpu'))
-            query = row * width + col
-            valid = table.valid[query]
+            rows = axis_neighbors(height, mixer.window_size[0], dilation[0], torch.device('cpu'))
+            cols = axis_neighbors(width, mixer.window_size[1], dilation[1], torch.device('cpu'))
+            # the query's kh x kw neighbors, row-major like the map's last axis
+            keys = (rows.key[row][:, None] * width + cols.key[col][None, :]).flatten()
+            valid = (rows.valid[row][:, None] & cols.valid[col][None, :]).flatten()
             weights = attn[0, :, row, col].float().mean(dim=0).cpu()  # [kh * kw]
-            flat = torch.zeros(height * width).index_add_(0, table.index[query][valid], weights[valid])
+            flat = torch.zeros(height * width).index_add_(0, keys[valid], weights[valid])
             maps.append((flat.view(height, width).numpy(), dilation))
     return maps
 
