@@ -102,9 +102,18 @@ class RoPE(nn.Module):
 
 
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
-    """Rotates channel pairs ``(x[2i], x[2i+1])`` of ``x: (..., H, W, C)`` by the RoPE phase."""
+    """Rotates channel pairs ``(x[2i], x[2i+1])`` of ``x: (..., H, W, C)`` by the RoPE phase.
+
+    The result keeps ``x``'s dtype: under autocast q and k stay 16-bit, which halves the
+    attention kernels' reads (the phases themselves are computed in float32)."""
     rotated = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).flatten(-2)
-    return x * cos + rotated * sin
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+def heads_to_map(x: Tensor) -> Tensor:
+    """``(B, heads, H, W, C) -> (B, heads * C, H, W)``; a view for the channels-first head
+    layout that ``ops.na2d`` returns for channels-first values."""
+    return rearrange(x, 'b n h w c -> b (n c) h w')
 
 
 class A2SSM(nn.Module):
@@ -152,12 +161,12 @@ class A2SSM(nn.Module):
         states = ops.selective_scan_states(xs, dts, -torch.exp(self.A_logs.float()), Bs,
                                            delta_bias=self.dt_projs_bias.float(), delta_softplus=True)
         # [B, D, 1, L] -> two halves of heads, channels-last for the neighborhood ops
+        # [B, D, 1, L] -> two halves of heads, (B, heads/2, H, W, d) views of the states
         states = rearrange(states, 'b (m n d) s (h w) -> m b n h w (d s)', m=2, n=neighborhoods.half_heads,
                            h=height)
-        states1 = neighborhoods(0, states[0])
-        states2 = neighborhoods(1, states[1])
-        states = torch.cat([states1, states2], dim=1)
-        states = self.state_fusion(rearrange(states, 'b n h w d -> b n d (h w)')).flatten(1, 2)
+        states = torch.cat([rearrange(neighborhoods(scale, states[scale]), 'b n h w d -> b n d (h w)')
+                            for scale in (0, 1)], dim=1)
+        states = self.state_fusion(states).flatten(1, 2)
         with torch.autocast(device_type=x.device.type, enabled=False):
             # the authors keep the readout in float32 for training stability
             y = states.float() * Cs.float() + xs.float() * self.Ds.float()[:, None]
@@ -260,7 +269,7 @@ class MASS(nn.Module):
         if bias.shape[2:] != attn.shape[2:]:
             bias = F.interpolate(bias, size=attn.shape[2:], mode='bicubic', align_corners=False)
         attn = (attn + bias).softmax(dim=-1)
-        return rearrange(attn @ v, 'b n (h w) c -> b (n c) h w', h=height)
+        return heads_to_map((attn @ v).unflatten(2, (height, width)))
 
     def forward(self, x: Tensor, pos_enc: Tuple[Tensor, Tensor]) -> Tensor:
         b, c, height, width = x.shape
@@ -273,12 +282,10 @@ class MASS(nn.Module):
         v1, v2 = v.chunk(2, dim=1)
         v1 = neighborhoods(0, v1)
         v2 = neighborhoods(1, v1 + v2)
-        x = torch.cat([v1, v2], dim=1)  # [B, heads, H, W, hd]
-
         if self.global_mode:
-            x = self.global_attention(q, k, x)
+            x = self.global_attention(q, k, torch.cat([v1, v2], dim=1))
         else:
-            x = self.ssm(rearrange(x, 'b n h w c -> b (n c) h w'), neighborhoods)
+            x = self.ssm(torch.cat([heads_to_map(v1), heads_to_map(v2)], dim=1), neighborhoods)
         x = self.norm(x) + lepe
         with torch.autocast(device_type=x.device.type, enabled=False):
             # the authors keep the gating and output projection in float32

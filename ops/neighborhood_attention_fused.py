@@ -73,6 +73,11 @@ if has_triton():
         return gy, gx, lgy, lgx, (tile // n_tx) * TH, (tile % n_tx) * TW
 
     @triton.jit
+    def _head_slice(ptr, bh, heads, stride_b, stride_n):
+        """``ptr`` moved to the ``(batch, head)`` slice ``bh`` (64-bit; offsets inside it stay 32-bit)."""
+        return ptr + (bh // heads) * stride_b + (bh % heads) * stride_n
+
+    @triton.jit
     def _mm(a, b, PREC: tl.constexpr):
         """``a @ b`` with float32 accumulation; ``PREC`` picks exact or TF32 products for float32 operands."""
         if a.dtype == tl.float32:
@@ -96,7 +101,8 @@ if has_triton():
 
     @triton.jit
     def _na2d_fwd_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr, heads, H, W, C: tl.constexpr, DH, DW, n_tx,
-                         tiles_per_group, KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                         tiles_per_group, q_sb, q_sn, q_sp, q_sc, k_sb, k_sn, k_sp, k_sc, v_sb, v_sn, v_sp, v_sc,
+                         o_sb, o_sn, o_sp, o_sc, KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
                          NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
                          PREC: tl.constexpr):
         M: tl.constexpr = TH * TW
@@ -110,15 +116,13 @@ if has_triton():
         sx = _window_start(px, lgx, KW)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
-        # this program's (batch, head) slice; offsets within it stay 32-bit
-        q_ptr += bh * H * W * C
-        k_ptr += bh * H * W * C
-        v_ptr += bh * H * W * C
-        out_ptr += bh * H * W * C
+        q_ptr = _head_slice(q_ptr, bh, heads, q_sb, q_sn)
+        k_ptr = _head_slice(k_ptr, bh, heads, k_sb, k_sn)
+        v_ptr = _head_slice(v_ptr, bh, heads, v_sb, v_sn)
+        out_ptr = _head_slice(out_ptr, bh, heads, o_sb, o_sn)
         lse_ptr += bh * H * W
         q_lin = (py * DH + gy) * W + px * DW + gx
-        q_off = q_lin[:, None] * C + c[None, :]
-        qt = tl.load(q_ptr + q_off, mask=q_ok[:, None] & c_ok[None, :], other=0.0)
+        qt = tl.load(q_ptr + q_lin[:, None] * q_sp + c[None, :] * q_sc, mask=q_ok[:, None] & c_ok[None, :], other=0.0)
         rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
 
         # the halo: rows ky0 .. ky0 + n_rows - 1, columns kx0 .. kx0 + NC - 1; a step takes RS rows
@@ -136,9 +140,9 @@ if has_triton():
             row = r0 + j // NC
             ky = ky0 + row
             key_ok = col_ok & (row < n_rows)
-            kv_off = ((ky * DH + gy) * W + kx * DW + gx)[:, None] * C + c[None, :]
-            kt = tl.load(k_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
-            vt = tl.load(v_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            k_lin = ((ky * DH + gy) * W + kx * DW + gx)[:, None]
+            kt = tl.load(k_ptr + k_lin * k_sp + c[None, :] * k_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            vt = tl.load(v_ptr + k_lin * v_sp + c[None, :] * v_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
             window = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) & in_cols & key_ok[None, :]
             s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky[None, :], kx[None, :], window, KH, KW,
                         HAS_RPB, PREC)
@@ -151,14 +155,15 @@ if has_triton():
             acc = acc * alpha[:, None] + _mm(p.to(vt.dtype), vt, PREC)
             m_i = m_new
         l_i = tl.where(l_i == 0.0, 1.0, l_i)  # only queries outside the group, which are not stored
-        tl.store(out_ptr + q_off, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty),
+        tl.store(out_ptr + q_lin[:, None] * o_sp + c[None, :] * o_sc, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty),
                  mask=q_ok[:, None] & c_ok[None, :])
         tl.store(lse_ptr + q_lin, m_i + tl.log2(l_i), mask=q_ok)
 
     @triton.jit
     def _na2d_bwd_query_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, dq_ptr, drpb_ptr,
                                heads, H, W, C: tl.constexpr, DH, DW, n_tx, tiles_per_group,
-                               KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                               q_sb, q_sn, q_sp, q_sc, k_sb, k_sn, k_sp, k_sc, v_sb, v_sn, v_sp, v_sc,
+                               g_sb, g_sn, g_sp, g_sc, dq_sb, dq_sn, dq_sp, dq_sc, KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
                                NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
                                RPB_GRAD: tl.constexpr, NA: tl.constexpr, NB: tl.constexpr, PREC: tl.constexpr):
         """``dq = sum_keys dS k`` and this tile's partial ``d rpb``, with ``dS = P (dP - delta)``."""
@@ -174,19 +179,18 @@ if has_triton():
         sx = _window_start(px, lgx, KW)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
-        # this program's (batch, head) slice; offsets within it stay 32-bit
-        q_ptr += bh * H * W * C
-        k_ptr += bh * H * W * C
-        v_ptr += bh * H * W * C
-        dout_ptr += bh * H * W * C
-        dq_ptr += bh * H * W * C
+        q_ptr = _head_slice(q_ptr, bh, heads, q_sb, q_sn)
+        k_ptr = _head_slice(k_ptr, bh, heads, k_sb, k_sn)
+        v_ptr = _head_slice(v_ptr, bh, heads, v_sb, v_sn)
+        dout_ptr = _head_slice(dout_ptr, bh, heads, g_sb, g_sn)
+        dq_ptr = _head_slice(dq_ptr, bh, heads, dq_sb, dq_sn)
         lse_ptr += bh * H * W
         delta_ptr += bh * H * W
         q_lin = (py * DH + gy) * W + px * DW + gx
-        q_off = q_lin[:, None] * C + c[None, :]
+        q_off = q_lin[:, None] * q_sp + c[None, :] * q_sc
         io_mask = q_ok[:, None] & c_ok[None, :]
         qt = tl.load(q_ptr + q_off, mask=io_mask, other=0.0)
-        grad_out = tl.load(dout_ptr + q_off, mask=io_mask, other=0.0)
+        grad_out = tl.load(dout_ptr + q_lin[:, None] * g_sp + c[None, :] * g_sc, mask=io_mask, other=0.0)
         lse = tl.load(lse_ptr + q_lin, mask=q_ok, other=0.0)
         delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
         rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
@@ -215,9 +219,9 @@ if has_triton():
             row = r0 + j // NC
             ky = ky0 + row
             key_ok = col_ok & (row < n_rows)
-            kv_off = ((ky * DH + gy) * W + kx * DW + gx)[:, None] * C + c[None, :]
-            kt = tl.load(k_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
-            vt = tl.load(v_ptr + kv_off, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            k_lin = ((ky * DH + gy) * W + kx * DW + gx)[:, None]
+            kt = tl.load(k_ptr + k_lin * k_sp + c[None, :] * k_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+            vt = tl.load(v_ptr + k_lin * v_sp + c[None, :] * v_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
             window = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) & in_cols & key_ok[None, :]
             s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky[None, :], kx[None, :], window, KH, KW,
                         HAS_RPB, PREC)
@@ -230,7 +234,7 @@ if has_triton():
                 by_bias = tl.where(halo_col_ok, by_bias, 0.0)
                 one_hot = (tl.arange(0, NA)[None, :] == (bias_row0 + r0)[:, None]).to(tl.float32)  # [M * RS, NA]
                 rpb_acc += _mm(tl.trans(one_hot), by_bias, PREC)
-        tl.store(dq_ptr + q_off, dq.to(dq_ptr.dtype.element_ty), mask=io_mask)
+        tl.store(dq_ptr + q_lin[:, None] * dq_sp + c[None, :] * dq_sc, dq.to(dq_ptr.dtype.element_ty), mask=io_mask)
         if RPB_GRAD:
             a = tl.arange(0, NA)[:, None]
             b = bias_col[None, :]
@@ -241,6 +245,8 @@ if has_triton():
     @triton.jit
     def _na2d_bwd_key_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
                              heads, H, W, C: tl.constexpr, DH, DW, n_tx, tiles_per_group,
+                             q_sb, q_sn, q_sp, q_sc, k_sb, k_sn, k_sp, k_sc, v_sb, v_sn, v_sp, v_sc,
+                             g_sb, g_sn, g_sp, g_sc, dk_sb, dk_sn, dk_sp, dk_sc, dv_sb, dv_sn, dv_sp, dv_sc,
                              KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
                              NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
                              PREC: tl.constexpr):
@@ -254,19 +260,20 @@ if has_triton():
         k_ok = (my < lgy) & (mx < lgx)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
-        # this program's (batch, head) slice; offsets within it stay 32-bit
-        q_ptr += bh * H * W * C
-        k_ptr += bh * H * W * C
-        v_ptr += bh * H * W * C
-        dout_ptr += bh * H * W * C
-        dk_ptr += bh * H * W * C
-        dv_ptr += bh * H * W * C
+        q_ptr = _head_slice(q_ptr, bh, heads, q_sb, q_sn)
+        k_ptr = _head_slice(k_ptr, bh, heads, k_sb, k_sn)
+        v_ptr = _head_slice(v_ptr, bh, heads, v_sb, v_sn)
+        dout_ptr = _head_slice(dout_ptr, bh, heads, g_sb, g_sn)
+        dk_ptr = _head_slice(dk_ptr, bh, heads, dk_sb, dk_sn)
+        dv_ptr = _head_slice(dv_ptr, bh, heads, dv_sb, dv_sn)
         lse_ptr += bh * H * W
         delta_ptr += bh * H * W
-        k_off = ((my * DH + gy) * W + mx * DW + gx)[:, None] * C + c[None, :]
+        k_lin = ((my * DH + gy) * W + mx * DW + gx)[:, None]
+        k_off = k_lin * k_sp + c[None, :] * k_sc
+        v_off = k_lin * v_sp + c[None, :] * v_sc
         io_mask = k_ok[:, None] & c_ok[None, :]
         kt = tl.load(k_ptr + k_off, mask=io_mask, other=0.0)
-        vt = tl.load(v_ptr + k_off, mask=io_mask, other=0.0)
+        vt = tl.load(v_ptr + v_off, mask=io_mask, other=0.0)
         rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
 
         qy_lo, qy_hi = _query_range(my0, tl.minimum(my0 + TH - 1, lgy - 1), lgy, KH)
@@ -282,10 +289,9 @@ if has_triton():
             qx = qx_lo + (step % n_chunks) * NC + j % NC
             q_ok = (qx <= qx_hi) & (qy <= qy_hi)
             q_lin = (qy * DH + gy) * W + qx * DW + gx
-            q_off = q_lin[:, None] * C + c[None, :]
             q_mask = q_ok[:, None] & c_ok[None, :]
-            qt = tl.load(q_ptr + q_off, mask=q_mask, other=0.0)
-            grad_out = tl.load(dout_ptr + q_off, mask=q_mask, other=0.0)
+            qt = tl.load(q_ptr + q_lin[:, None] * q_sp + c[None, :] * q_sc, mask=q_mask, other=0.0)
+            grad_out = tl.load(dout_ptr + q_lin[:, None] * g_sp + c[None, :] * g_sc, mask=q_mask, other=0.0)
             lse = tl.load(lse_ptr + q_lin, mask=q_ok, other=0.0)
             delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
             sy = _window_start(qy, lgy, KH)
@@ -300,8 +306,8 @@ if has_triton():
             dst = pt * (dpt - delta[None, :])
             dv += _mm(pt.to(grad_out.dtype), grad_out, PREC)
             dk += _mm(dst.to(qt.dtype), qt, PREC)
-        tl.store(dk_ptr + k_off, dk.to(dk_ptr.dtype.element_ty), mask=io_mask)
-        tl.store(dv_ptr + k_off, dv.to(dv_ptr.dtype.element_ty), mask=io_mask)
+        tl.store(dk_ptr + k_lin * dk_sp + c[None, :] * dk_sc, dk.to(dk_ptr.dtype.element_ty), mask=io_mask)
+        tl.store(dv_ptr + k_lin * dv_sp + c[None, :] * dv_sc, dv.to(dv_ptr.dtype.element_ty), mask=io_mask)
 
 
 class TileConfig(NamedTuple):
@@ -359,25 +365,57 @@ def _dot_dim(n: int) -> int:
     return max(16, _next_pow2(n))
 
 
+def _pixel_major(t: Tensor) -> Tensor:
+    """``t`` if its pixels are addressed as ``y * W + x`` times one stride (what the kernels
+    take: a channels-last or channels-first view, of any batch and head strides), else a copy."""
+    height, width = t.shape[2:4]
+    if height == 1 or width == 1 or t.stride(2) == width * t.stride(3):
+        return t
+    return t.contiguous()
+
+
+def _strides(t: Tensor) -> Tuple[int, int, int, int]:
+    """Batch, head, pixel and channel strides of a :func:`_pixel_major` tensor."""
+    return t.stride(0), t.stride(1), t.stride(3) if t.shape[3] > 1 else t.stride(2), t.stride(4)
+
+
+def _empty_in_layout(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """An uninitialised ``(B, heads, H, W, C)`` tensor in ``like``'s channel order, densely packed:
+    channels-first views (pixel stride 1, e.g. heads of an NCHW map) get channels-first
+    storage, so that their consumer's rearrange back to NCHW is free."""
+    b, heads, height, width, dim = like.shape
+    kwargs = dict(device=like.device, dtype=dtype or like.dtype)
+    _, _, pixel, channel = _strides(like)
+    if channel > pixel and dim > 1:
+        return torch.empty(b, heads, dim, height, width, **kwargs).permute(0, 1, 3, 4, 2)
+    return torch.empty(like.shape, **kwargs)
+
+
 class NA2DFn(torch.autograd.Function):
-    """Fused neighborhood attention; see :func:`ops.neighborhood_attention.na2d_ref`."""
+    """Fused neighborhood attention; see :func:`ops.neighborhood_attention.na2d_ref`.
+
+    Reads its inputs in place (views of a qkv projection or of the scan's states need no
+    copy) and writes the output, and each gradient, in the channel order of the value (resp.
+    of its input).
+    """
 
     @staticmethod
     def forward(ctx, query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], kernel: Tuple[int, int],
                 dilation: Tuple[int, int]) -> Tensor:
-        query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
+        query, key, value = _pixel_major(query), _pixel_major(key), _pixel_major(value)
         rpb_c = None if rpb is None else rpb.contiguous()
         b, heads, height, width, dim = query.shape
         cfg = tile_config(height, width, kernel, dilation)
         precision = _dot_precision(query, value)
-        out = torch.empty(query.shape, device=query.device, dtype=torch.promote_types(query.dtype, value.dtype))
+        out = _empty_in_layout(value, torch.promote_types(query.dtype, value.dtype))
         lse = torch.empty(b, heads, height, width, device=query.device, dtype=torch.float32)
         grid = (cfg.groups * cfg.tiles_per_group, b * heads)
         _na2d_fwd_kernel[grid](query, key, value, rpb_c if rpb_c is not None else query, out, lse, heads, height,
                                width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group,
+                               *_strides(query), *_strides(key), *_strides(value), *_strides(out),
                                KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs,
-                               BLOCK_C=_dot_dim(dim),
-                               HAS_RPB=rpb_c is not None, PREC=precision, num_warps=NUM_WARPS)
+                               BLOCK_C=_dot_dim(dim), HAS_RPB=rpb_c is not None, PREC=precision,
+                               num_warps=NUM_WARPS)
         ctx.save_for_backward(query, key, value, rpb_c, out, lse)
         ctx.window = kernel, dilation, cfg, precision
         return out
@@ -387,31 +425,32 @@ class NA2DFn(torch.autograd.Function):
         query, key, value, rpb, out, lse = ctx.saved_tensors
         kernel, dilation, cfg, precision = ctx.window
         b, heads, height, width, dim = query.shape
-        dout = dout.contiguous()
+        dout = _pixel_major(dout)
         delta = (dout.float() * out.float()).sum(-1)  # [B, heads, H, W]: rowsum(dO * O) = rowsum(P * dP)
         grid = (cfg.groups * cfg.tiles_per_group, b * heads)
         rpb_arg = rpb if rpb is not None else query
-        common = dict(KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs,
-                               BLOCK_C=_dot_dim(dim),
+        common = dict(KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs, BLOCK_C=_dot_dim(dim),
                       HAS_RPB=rpb is not None, PREC=precision, num_warps=NUM_WARPS)
-        shape = (heads, height, width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group)
+        shape = (heads, height, width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group,
+                 *_strides(query), *_strides(key), *_strides(value), *_strides(dout))
         rpb_grad = rpb is not None and ctx.needs_input_grad[3]
         dq = drpb = None
         if ctx.needs_input_grad[0] or rpb_grad:
-            dq = torch.empty_like(query)
+            dq = _empty_in_layout(query)
             bias_entries = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
             parts = torch.empty(b, heads, grid[0], bias_entries if rpb_grad else 0, device=query.device,
                                 dtype=torch.float32)
             query_common = dict(common, RS=min(cfg.rs, ROWS_PER_STEP_RPB_GRAD)) if rpb_grad else common
             _na2d_bwd_query_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dq, parts, *shape,
-                                         RPB_GRAD=rpb_grad, NA=_dot_dim(2 * kernel[0] - 1),
+                                         *_strides(dq), RPB_GRAD=rpb_grad, NA=_dot_dim(2 * kernel[0] - 1),
                                          NB=_dot_dim(2 * kernel[1] - 1), **query_common)
             if rpb_grad:
                 drpb = parts.sum((0, 2)).view(rpb.shape).to(rpb.dtype)
         dk = dv = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            dk, dv = torch.empty_like(key), torch.empty_like(value)
-            _na2d_bwd_key_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dk, dv, *shape, **common)
+            dk, dv = _empty_in_layout(key), _empty_in_layout(value)
+            _na2d_bwd_key_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dk, dv, *shape,
+                                       *_strides(dk), *_strides(dv), **common)
         return (dq if ctx.needs_input_grad[0] else None, dk if ctx.needs_input_grad[1] else None,
                 dv if ctx.needs_input_grad[2] else None, drpb, None, None)
 

@@ -165,6 +165,44 @@ def check_fused(batch, heads, height, width, dim, kernel, dilation, dtype, devic
         assert err < 2 * tol, f'{name}: relative error {err:.2e} >= {2 * tol:.0e}'
 
 
+def check_fused_views(batch, heads, height, width, dim, kernel, dilation, dtype, device, seed=0):
+    """The model's layouts: q and k as head slices of a channels-last tensor, v as heads of an
+    NCHW map (pixel stride 1), each a view of a bigger leaf; the output comes back in v's
+    channels-first order, and gradients reach the leaves through the views."""
+    kh, kw = ops.normalize_window_args(kernel, dilation)[0]
+    gen = torch.Generator(device='cpu').manual_seed(seed)
+    qk = torch.randn(batch, 2 * heads, height, width, dim, generator=gen)  # q = 1st half of heads, k = 2nd
+    nchw = torch.randn(batch, 3 * heads * dim, height, width, generator=gen)  # v = the middle third
+    rpb = torch.randn(heads, 2 * kh - 1, 2 * kw - 1, generator=gen)
+    ref_dtype = torch.float64 if device == 'cpu' else torch.float32
+
+    def run(leaves, fn):
+        qk, nchw, rpb = leaves
+        v = nchw[:, heads * dim:2 * heads * dim].unflatten(1, (heads, dim)).permute(0, 1, 3, 4, 2)
+        return fn(qk[:, :heads], qk[:, heads:], v, kernel, dilation, rpb)
+
+    leaves = [t.to(device, dt).requires_grad_() for t, dt in zip((qk, nchw, rpb), (dtype, dtype, torch.float32))]
+    ref_leaves = [t.detach().to(ref_dtype).requires_grad_() for t in leaves]
+    out = run(leaves, na2d_triton)
+    ref = run(ref_leaves, ops.na2d_ref)
+    assert out.stride(3) == 1 and out.stride(4) == height * width, 'output not channels-first like the value'
+    g_out = torch.randn(ref.shape, generator=gen)
+    grads = torch.autograd.grad(out, leaves, g_out.to(device, out.dtype))
+    grads_ref = torch.autograd.grad(ref, ref_leaves, g_out.to(device, ref_dtype))
+    tol = TOL[dtype]
+    assert rel_err(out, ref) < tol
+    for name, g, g_ref in zip(['dqk', 'dv', 'drpb'], grads, grads_ref):
+        err = rel_err(g, g_ref)
+        assert err < 2 * tol, f'{name}: relative error {err:.2e} >= {2 * tol:.0e}'
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('height,width,kernel,dilation', [(56, 56, 11, 5), (14, 14, 7, 2), (6, 13, 7, 1)])
+def test_fused_na_reads_views(height, width, kernel, dilation, dtype):
+    check_fused_views(2, 2, height, width, 24, kernel, dilation, dtype, 'cuda')
+
+
 @needs_cuda_triton
 @pytest.mark.parametrize('kernel', [7, 9, 11])
 @pytest.mark.parametrize('dilation', [1, 2, 4, 7, 11])
@@ -231,6 +269,11 @@ def test_interpreted_fused_na(heads, height, width, dim, kernel, dilation, use_r
     check_fused(1, heads, height, width, dim, kernel, dilation, torch.float32, 'cpu', use_rpb)
 
 
+@pytest.mark.skipif(not INTERPRETING, reason='runs inside test_triton_interpreter_on_cpu (TRITON_INTERPRET=1)')
+def test_interpreted_fused_na_reads_views():
+    check_fused_views(1, 2, 9, 7, 8, 5, 2, torch.float32, 'cpu')
+
+
 @pytest.mark.skipif(INTERPRETING, reason='this is the launcher of the interpreted tests')
 @pytest.mark.skipif(not has_triton(), reason='needs triton installed')
 def test_triton_interpreter_on_cpu():
@@ -238,7 +281,7 @@ def test_triton_interpreter_on_cpu():
     env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=python_path)
     proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__,
                            '-k', 'test_interpreted'], env=env, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0 and '5 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0 and '6 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def test_failing_backend_falls_back_once(monkeypatch, caplog):
