@@ -191,6 +191,7 @@ class Neighborhoods:
         self.rpb = (mixer.rpb[0], mixer.rpb[1])
         self.maps = None if ops.runs_kernel('na2d', q) else mixer.attention_maps(q, k, height, width)
 
+    @torch.compiler.disable
     def __call__(self, scale: int, values: Tensor) -> Tensor:
         """Aggregates ``values`` with the map of ``scale`` (0: plain window, 1: dilated)."""
         if self.maps is None:

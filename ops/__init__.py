@@ -5,6 +5,7 @@ available backend (see :mod:`ops.dispatch`); the ``*_ref`` functions are the pur
 references that define their semantics. :func:`runs_kernel` tells a caller whether an op
 would run a kernel on a tensor's device, e.g. to prefer the fused ``na2d`` there.
 """
+import functools
 import logging
 from typing import Optional
 
@@ -23,6 +24,13 @@ __all__ = [
     'register_backend', 'BACKEND_ENV', 'na2d_qk_triton', 'na2d_av_triton', 'na2d_triton',
     'selective_scan_states_cuda', 'has_triton', 'has_cuda_scan',
 ]
+
+
+def _opaque_to_compile(op):
+    """torch.compile runs the op as one eager call (a graph break) and compiles the code
+    around it: the kernels are hand-written already, and the dispatch (backend choice,
+    fallback on failure) must run as Python."""
+    return functools.wraps(op)(torch.compiler.disable(op, recursive=True))
 
 
 def _any_device(_: Tensor) -> bool:
@@ -54,23 +62,27 @@ if _SCAN_IMPORT_ERROR is not None and torch.cuda.is_available():
         'build it with `A2MAMBA_FORCE_CUDA=1 pip install --no-build-isolation -e .`', _SCAN_IMPORT_ERROR)
 
 
+@_opaque_to_compile
 def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
             rpb: Optional[Tensor] = None) -> Tensor:
     """Neighborhood attention scores, ``(B, heads, H, W, kh*kw)``; see :func:`na2d_qk_ref`."""
     return resolve('na2d_qk', query)(query, key, kernel_size, dilation, rpb)
 
 
+@_opaque_to_compile
 def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
     """Neighborhood aggregation of ``value`` by ``attn``; see :func:`na2d_av_ref`."""
     return resolve('na2d_av', value)(attn, value, kernel_size, dilation)
 
 
+@_opaque_to_compile
 def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
          rpb: Optional[Tensor] = None) -> Tensor:
     """Fused neighborhood attention ``softmax(q . k + rpb) @ v``; see :func:`na2d_ref`."""
     return resolve('na2d', query)(query, key, value, kernel_size, dilation, rpb)
 
 
+@_opaque_to_compile
 def selective_scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor] = None,
                           delta_softplus: bool = True) -> Tensor:
     """All hidden states ``(B, D, N, L)`` float32; see :func:`selective_scan_states_ref`."""

@@ -35,12 +35,28 @@ if has_triton():
 
 # Queries per program: small tiles keep each query's halo (the work it costs) close to its window.
 TILE_QUERIES = 16
-# Halo rows per loop step (at most): more independent work per step for a short loop. The
-# query-centric backward holds a d rpb accumulator and its one-hot operands too, so it takes
-# fewer rows per step when it computes d rpb (register pressure).
-ROWS_PER_STEP = 4
-ROWS_PER_STEP_RPB_GRAD = 2
-NUM_WARPS = 4
+
+
+class LaunchSettings(NamedTuple):
+    """How the fused kernels walk a halo: rows per loop step (more independent work per step,
+    more registers), the same for the query-centric backward when it also accumulates d rpb
+    (its accumulator and one-hot operands need registers too), and warps per program."""
+    rows_per_step: int
+    rows_per_step_rpb_grad: int
+    warps: int
+
+
+def launch_settings(kernel: Tuple[int, int]) -> LaunchSettings:
+    """Per window size, from the H100 sweep in docs/BENCHMARKS.md (A2Mamba-T's calls at 224 px):
+    2 rows and 2 warps for the k = 9 / 11 stages, 2 rows and 4 warps for k = 7 (forward +
+    backward 1.3 instead of 1.9 ms at stage 1, 0.45 instead of 0.65 ms at stage 3 compared
+    with 4 rows, 4 warps). ``launch_override`` replaces them (benchmarks)."""
+    if launch_override is not None:
+        return launch_override
+    return LaunchSettings(2, 2, 4) if max(kernel) <= 7 else LaunchSettings(2, 1, 2)
+
+
+launch_override: Optional[LaunchSettings] = None
 
 if has_triton():
 
@@ -319,6 +335,8 @@ class TileConfig(NamedTuple):
     n_tx: int  # tiles per group row
     tiles_per_group: int
     groups: int
+    rs_rpb: int  # halo rows per step of the query-centric backward when it computes d rpb
+    warps: int
 
 
 def _next_pow2(n: int) -> int:
@@ -334,17 +352,19 @@ def tile_config(height: int, width: int, kernel: Tuple[int, int], dilation: Tupl
     """
     (kh, kw), (dh, dw) = kernel, dilation
     rows, cols = -(-height // dh), -(-width // dw)  # the longest group per axis
+    launch = launch_settings(kernel)
     best = None
     tw = 1
     while tw <= TILE_QUERIES:
         th = TILE_QUERIES // tw
         nc = _dot_dim(min(tw + kw - 1, cols))
         halo_rows = min(th + kh - 1, rows)
-        rs = min(ROWS_PER_STEP, _next_pow2(halo_rows))
+        rs = min(launch.rows_per_step, _next_pow2(halo_rows))
         n_ty, n_tx = -(-rows // th), -(-cols // tw)
         cost = n_ty * n_tx * TILE_QUERIES * -(-halo_rows // rs) * rs * nc
         if best is None or cost < best[0]:
-            best = cost, TileConfig(th, tw, nc, rs, n_tx, n_ty * n_tx, dh * dw)
+            best = cost, TileConfig(th, tw, nc, rs, n_tx, n_ty * n_tx, dh * dw,
+                                    min(rs, launch.rows_per_step_rpb_grad), launch.warps)
         tw *= 2
     return best[1]
 
@@ -415,7 +435,7 @@ class NA2DFn(torch.autograd.Function):
                                *_strides(query), *_strides(key), *_strides(value), *_strides(out),
                                KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs,
                                BLOCK_C=_dot_dim(dim), HAS_RPB=rpb_c is not None, PREC=precision,
-                               num_warps=NUM_WARPS)
+                               num_warps=cfg.warps)
         ctx.save_for_backward(query, key, value, rpb_c, out, lse)
         ctx.window = kernel, dilation, cfg, precision
         return out
@@ -430,7 +450,7 @@ class NA2DFn(torch.autograd.Function):
         grid = (cfg.groups * cfg.tiles_per_group, b * heads)
         rpb_arg = rpb if rpb is not None else query
         common = dict(KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs, BLOCK_C=_dot_dim(dim),
-                      HAS_RPB=rpb is not None, PREC=precision, num_warps=NUM_WARPS)
+                      HAS_RPB=rpb is not None, PREC=precision, num_warps=cfg.warps)
         shape = (heads, height, width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group,
                  *_strides(query), *_strides(key), *_strides(value), *_strides(dout))
         rpb_grad = rpb is not None and ctx.needs_input_grad[3]
@@ -440,7 +460,7 @@ class NA2DFn(torch.autograd.Function):
             bias_entries = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
             parts = torch.empty(b, heads, grid[0], bias_entries if rpb_grad else 0, device=query.device,
                                 dtype=torch.float32)
-            query_common = dict(common, RS=min(cfg.rs, ROWS_PER_STEP_RPB_GRAD)) if rpb_grad else common
+            query_common = dict(common, RS=cfg.rs_rpb) if rpb_grad else common
             _na2d_bwd_query_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dq, parts, *shape,
                                          *_strides(dq), RPB_GRAD=rpb_grad, NA=_dot_dim(2 * kernel[0] - 1),
                                          NB=_dot_dim(2 * kernel[1] - 1), **query_common)
@@ -476,4 +496,4 @@ def na2d_triton(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPai
     return NA2DFn.apply(query, key, value, rpb, kernel, dil)
 
 
-__all__ = ['na2d_triton', 'NA2DFn', 'tile_config', 'TileConfig']
+__all__ = ['na2d_triton', 'NA2DFn', 'tile_config', 'TileConfig', 'LaunchSettings', 'launch_settings']

@@ -3,10 +3,13 @@
     python tools/benchmark.py                                   # CPU: params of all sizes, N/T forward at 224^2 batch 1
     python tools/benchmark.py --device cuda --batch-size 128 --amp bf16 --train \
         --models a2mamba_n a2mamba_t a2mamba_s --yardsticks swin_tiny_patch4_window7_224 convnext_tiny
+    ... --compile                                               # the same under torch.compile (all models)
 
 Prints a Markdown table (the format of docs/BENCHMARKS.md) and the machine it ran on.
 Timing: warm-up iterations, then the median over ``--iters`` timed iterations (synchronised
-on GPU). Training steps are forward + backward + SGD step on random labels.
+on GPU). Training steps are forward + backward + SGD step on random labels. ``--compile``
+wraps every model (yardsticks too) in ``torch.compile``; compilation happens in the warm-up,
+whose duration is printed. A2Mamba's own kernels run as opaque calls between compiled regions.
 """
 import argparse
 import platform
@@ -48,11 +51,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_it(step: Callable[[], None], device: torch.device, warmup: int, iters: int) -> float:
+def time_it(step: Callable[[], None], device: torch.device, warmup: int, iters: int, label: str = '') -> float:
     """Median seconds of one call of ``step``."""
+    start = time.perf_counter()
     for _ in range(warmup):
         step()
     synchronize(device)
+    if label:
+        print(f'[{label}] warm-up ({warmup} steps): {time.perf_counter() - start:.1f} s', file=sys.stderr, flush=True)
     times = []
     for _ in range(iters):
         start = time.perf_counter()
@@ -63,9 +69,14 @@ def time_it(step: Callable[[], None], device: torch.device, warmup: int, iters: 
 
 
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
-    model = build(name, args.image_size).to(device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = build(name, args.image_size).to(device, memory_format=memory_format)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    x = x.contiguous(memory_format=memory_format)
+    if args.compile:
+        # static shapes: one specialisation per stage shape rather than dynamic-shape kernels
+        model = torch.compile(model, dynamic=False)
     amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     result = {'params_m': params}
@@ -78,7 +89,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> Dict[s
 
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = time_it(infer, device, args.warmup, args.iters)
+    seconds = time_it(infer, device, args.warmup, args.iters, f'{name} inference')
     result['infer_s'] = seconds
     result['infer_img_s'] = args.batch_size / seconds
     if device.type == 'cuda':
@@ -98,7 +109,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> Dict[s
 
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
-        seconds = time_it(train_step, device, args.warmup, args.iters)
+        seconds = time_it(train_step, device, args.warmup, args.iters, f'{name} training')
         result['train_s'] = seconds
         result['train_img_s'] = args.batch_size / seconds
         if device.type == 'cuda':
@@ -120,6 +131,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--threads', type=int, help='CPU threads (default: torch default)')
+    parser.add_argument('--compile', action='store_true', help='torch.compile every model (default mode)')
+    parser.add_argument('--channels-last', action='store_true', help='model and input in channels_last memory format')
     parser.add_argument('--unfused-na', action='store_true',
                         help='disable the fused attention kernel: maps are stored and applied twice')
     args = parser.parse_args(argv)
@@ -130,6 +143,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         ops.dispatch.disable('na2d', 'triton')
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
+    if args.compile:
+        # the same code runs at 4 stage shapes, in eval and train mode, around A2Mamba's kernels
+        torch._dynamo.config.recompile_limit = 64
 
     print(f'machine: {machine_description(device)}')
     probe = torch.empty(0, device=device)
@@ -141,7 +157,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f'| {name} | {params:.2f} | {SEED_PARAMS_M[name]} |')
 
     print(f'\n{args.image_size}^2, batch {args.batch_size}, amp {args.amp}, {device.type}, '
-          f'median of {args.iters} after {args.warmup} warm-up')
+          f'median of {args.iters} after {args.warmup} warm-up'
+          + (', torch.compile' if args.compile else '') + (', channels_last' if args.channels_last else ''))
     header = '| model | forward (s) | inference (img/s) |'
     if device.type == 'cuda':
         header += ' infer peak mem (GiB) |'

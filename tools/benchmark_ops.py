@@ -139,19 +139,22 @@ def bench_na(batch: int, height: int, width: int, skip_ref: bool, copy_gbs: floa
     return rows
 
 
-def fused_config(text: str) -> Tuple[int, int, int]:
-    """``'RS,RS_RPB_GRAD,WARPS'`` -> the fused kernels' launch settings."""
+def fused_config(text: str) -> Optional[fused_mod.LaunchSettings]:
+    """``'RS,RS_RPB_GRAD,WARPS'`` -> the fused kernels' launch settings; ``'auto'``: the library's
+    choice per window (``ops.neighborhood_attention_fused.launch_settings``)."""
+    if text == 'auto':
+        return None
     values = tuple(int(v) for v in text.split(','))
     if len(values) != 3:
-        raise argparse.ArgumentTypeError(f'expected rows-per-step,rows-per-step-with-d-rpb,warps, got {text!r}')
-    return values
+        raise argparse.ArgumentTypeError(f'expected auto or rows-per-step,rows-per-step-with-d-rpb,warps, got {text!r}')
+    return fused_mod.LaunchSettings(*values)
 
 
-def set_fused_config(config: Tuple[int, int, int]) -> None:
-    fused_mod.ROWS_PER_STEP, fused_mod.ROWS_PER_STEP_RPB_GRAD, fused_mod.NUM_WARPS = config
+def set_fused_config(config: Optional[fused_mod.LaunchSettings]) -> None:
+    fused_mod.launch_override = config
 
 
-def bench_fused(batch: int, height: int, width: int, config: Tuple[int, int, int], copy_gbs: float,
+def bench_fused(batch: int, height: int, width: int, config: Optional[fused_mod.LaunchSettings], copy_gbs: float,
                 time_fn: Callable, with_unfused: bool = True) -> List[str]:
     """Fused (and unfused) Triton attention (bf16) per call: fwd, and fwd + bwd (all input grads)."""
     rows = []
@@ -184,7 +187,8 @@ def bench_fused(batch: int, height: int, width: int, config: Tuple[int, int, int
         if with_unfused:
             u_fwd, u_both = cells[1]
             unfused_cells = f'| {u_fwd:.3f} | {u_both:.3f} | {u_fwd / f_fwd:.1f}x / {u_both / f_both:.1f}x |'
-        rows.append(f'| B{batch} {h}x{w} {scale} heads{heads} C{dim} k{kernel} d{dil} | {",".join(map(str, config))} '
+        launch = ','.join(map(str, fused_mod.launch_settings((kernel, kernel))))
+        rows.append(f'| B{batch} {h}x{w} {scale} heads{heads} C{dim} k{kernel} d{dil} | {launch} '
                     f'| {f_fwd:.3f} ({100 * fwd_bytes / f_fwd / 1e6 / copy_gbs:.0f}%) '
                     f'| {f_both:.3f} ({100 * both_bytes / f_both / 1e6 / copy_gbs:.0f}%) ' + unfused_cells)
         print(rows[-1], flush=True)
@@ -194,10 +198,9 @@ def bench_fused(batch: int, height: int, width: int, config: Tuple[int, int, int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--skip-reference', action='store_true', help='time only the fast backends')
-    library = (fused_mod.ROWS_PER_STEP, fused_mod.ROWS_PER_STEP_RPB_GRAD, fused_mod.NUM_WARPS)
-    parser.add_argument('--fused-configs', type=fused_config, nargs='+', default=[library],
-                        help='fused launch settings RS,RS_RPB_GRAD,WARPS to time; the first one on every call '
-                             '(default: the library\'s)')
+    parser.add_argument('--fused-configs', type=fused_config, nargs='+', default=[None],
+                        help='fused launch settings RS,RS_RPB_GRAD,WARPS (or auto: the library\'s per window) '
+                             'to time; the first one on every call (default: auto)')
     parser.add_argument('--compile-only', action='store_true',
                         help='run each NA op once at batch 1 to fill the kernel cache, time nothing')
     parser.add_argument('--out', type=Path, help='also write the markdown tables here')

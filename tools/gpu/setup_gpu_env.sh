@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sourced on the GPU machine by the other scripts of tools/gpu/: installs the carried wheels into
-# /tmp/site and builds mmcv 2.1.0 with its CUDA ops for this card only, on every core.
+# /tmp/site and builds mmcv 2.1.0 with its CUDA ops for this card only, on every core (about
+# 4.5 min on 32 cores). MMCV_WITH_OPS=0 installs mmcv without its ops in seconds instead: enough
+# for classification (mmpretrain needs no mmcv op), not for mmdet / mmseg.
 # Needs .whl/ from tools/gpu/fetch_wheels.sh. Exports PYTHONPATH.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -9,7 +11,15 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     "$ROOT"/.whl/*.whl
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-if ! python3 -c 'import mmcv.ops' 2>/dev/null; then
+MMCV_WITH_OPS="${MMCV_WITH_OPS:-1}"
+if [[ "$MMCV_WITH_OPS" == 0 ]]; then
+    probe='import mmcv'
+    check='import mmcv, mmpretrain, torch; print("mmcv (no ops)", mmcv.__version__, "mmpretrain", mmpretrain.__version__, "torch", torch.__version__, torch.cuda.get_device_name())'
+else
+    probe='import mmcv.ops'
+    check='import mmcv, mmcv.ops, mmdet, mmseg, torch; print("mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmseg", mmseg.__version__, "torch", torch.__version__, torch.cuda.get_device_name())'
+fi
+if ! python3 -c "$probe" 2>/dev/null; then
     arch="$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
     build=/tmp/mmcv-build
     rm -rf "$build" && mkdir -p "$build"
@@ -17,9 +27,10 @@ if ! python3 -c 'import mmcv.ops' 2>/dev/null; then
     # torch's ATen headers need C++20 with this compiler; mmcv hard-codes -std=c++17.
     sed -i 's/-std=c++17/-std=c++20/g' "$build/mmcv-2.1.0/setup.py"
     start=$SECONDS
-    echo "[setup_gpu_env] building mmcv 2.1.0 CUDA ops for sm_${arch/./} with $(nproc) jobs" >&2
-    (cd "$build/mmcv-2.1.0" && MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS="$(nproc)" \
-        python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target "$SITE" .)
+    echo "[setup_gpu_env] building mmcv 2.1.0 (MMCV_WITH_OPS=$MMCV_WITH_OPS) for sm_${arch/./} with $(nproc) jobs" >&2
+    (cd "$build/mmcv-2.1.0" && MMCV_WITH_OPS="$MMCV_WITH_OPS" FORCE_CUDA="$MMCV_WITH_OPS" TORCH_CUDA_ARCH_LIST="$arch" \
+        MAX_JOBS="$(nproc)" python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade \
+        --target "$SITE" .)
     echo "[setup_gpu_env] mmcv built in $((SECONDS - start)) s" >&2
 fi
-python3 -c 'import mmcv, mmcv.ops, mmdet, mmseg, torch; print("mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmseg", mmseg.__version__, "torch", torch.__version__, torch.cuda.get_device_name())'
+python3 -c "$check"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One device call on a GPU machine: the A2Mamba-T classification recipe (mixup/cutmix,
+# RandAugment, random erasing, label smoothing, EMA, MESA, bf16 AMP) trained for 5 epochs of 63
+# iterations at 224^2, batch 64, on the embedded MNIST-5k digits, then evaluated
+# (configs/mmpretrain/a2mamba-t_1xb64_mnist5k-224px.py). Builds the CUDA scan in place first.
+# Here, before: bash tools/gpu/fetch_wheels.sh; python tools/prepare_mnist5k.py --out data/mnist5k
+# The call carries .whl and data/mnist5k. The training log goes to $OUT (or /tmp).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+OUT="${OUT:-/tmp}"
+MMCV_WITH_OPS=0 source tools/gpu/setup_gpu_env.sh
+set +e
+export PYTHONUNBUFFERED=1
+if ! python3 -c 'import ops; assert ops.has_cuda_scan()' 2>/dev/null; then
+    A2MAMBA_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')" \
+        MAX_JOBS="$(nproc)" python3 setup.py build_ext --inplace >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+fi
+work_dir=/tmp/cls_t
+rm -rf "$work_dir"
+python3 tools/train.py configs/mmpretrain/a2mamba-t_1xb64_mnist5k-224px.py --work-dir "$work_dir" >"$OUT/cls_train.out" 2>&1
+status=$?
+cp "$work_dir"/*/*.log "$OUT/" 2>/dev/null
+grep -E "Epoch\(train\)|Epoch\(val\)|accuracy/top1|MESA|Error|error" "$OUT/cls_train.out" | grep -v "^\s*$" | tail -45
+exit $status
