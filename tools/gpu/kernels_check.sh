@@ -7,7 +7,7 @@
 #   mkdir -p .gpu_stage && cp -r ../shared/conformance .gpu_stage/   (here; the call carries .gpu_stage)
 # STEPS (default "build test ops eager") picks the parts: "ops" times the scan and attention
 # kernels (tools/benchmark_ops.py), "compile" the models under torch.compile, "profile"
-# profiles A2Mamba-T.
+# profiles A2Mamba-T. MODELS overrides the A2Mamba sizes timed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT="${OUT:-/tmp}"
@@ -30,9 +30,10 @@ for step in $STEPS; do
         python3 tools/benchmark_ops.py --skip-reference --fused-configs auto 4,2,4 --out "$OUT/bench_ops.md" \
             >"$OUT/bench_ops.log" 2>&1 || tail -30 "$OUT/bench_ops.log" ;;
     eager)
-        "${bench[@]}" --models a2mamba_n a2mamba_t a2mamba_s "${yardsticks[@]}" 2>&1 | tee "$OUT/bench_eager.md" ;;
+        "${bench[@]}" --models ${MODELS:-a2mamba_n a2mamba_t a2mamba_s} "${yardsticks[@]}" 2>&1 \
+            | tee "$OUT/bench_eager.md" ;;
     compile)
-        "${bench[@]}" --compile --models a2mamba_t "${yardsticks[@]}" 2>&1 \
+        "${bench[@]}" --compile --models ${MODELS:-a2mamba_t} "${yardsticks[@]}" 2>&1 \
             | grep -v "^W1\|^V1\|Exception ignored\|^Traceback\|^  File\|AttributeError" | tee "$OUT/bench_compile.md" ;;
     profile)
         python3 tools/profile_model.py --model a2mamba_t --batch-size 128 --amp bf16 2>&1 | tee "$OUT/profile_t.txt" | tail -60 ;;
