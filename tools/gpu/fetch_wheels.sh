@@ -22,7 +22,7 @@ CP312=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312
 # pkg_resources, which setuptools 81+ dropped.
 "${PIP[@]}" "${CP312[@]}" -d "$DEST" \
     mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 \
-    mat4py modelindex model-index ordered-set markdown click importlib-metadata \
+    mat4py modelindex model-index ordered-set markdown click importlib-metadata==8.7.0 \
     addict yapf platformdirs termcolor terminaltables prettytable wcwidth ftfy \
     pycocotools shapely setuptools==80.9.0
 # mmcv 2.1.0 has no wheel for torch 2.11 / CUDA 13: its sdist is built there.
