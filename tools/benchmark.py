@@ -92,6 +92,8 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> Dict[s
     seconds = time_it(infer, device, args.warmup, args.iters, f'{name} inference')
     result['infer_s'] = seconds
     result['infer_img_s'] = args.batch_size / seconds
+    # the row is printed after training; this line survives a run cut short while training compiles
+    print(f'[{name} inference] {result["infer_img_s"]:.1f} img/s', file=sys.stderr, flush=True)
     if device.type == 'cuda':
         result['infer_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
 
