@@ -75,6 +75,13 @@ class A2MambaBackbone(BaseModule):
         drop_path_rate: stochastic depth, rising linearly over all blocks to this rate.
         with_cp: activation checkpointing: ``True`` for every block, or per stage the number of
             leading blocks to checkpoint (e.g. ``(0, 0, 6, 0)``).
+        torch_compile: ``True`` or a dict of ``torch.compile`` arguments compiles this backbone's
+            forward in place (``nn.Module.compile``: state_dict names unchanged); A2Mamba's
+            kernels run as opaque calls between the compiled regions. Use it rather than
+            mmengine's ``compile=True``, which compiles the whole ``train_step`` including the
+            optimizer step and fails there with torch 2.14. Shapes are static by default
+            (``dynamic=False``): each new input size compiles again, so it suits fixed-size
+            training (classification) best.
         init_cfg: ``None`` (random initialisation) or
             ``dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema'])`` to load an
             A2Mamba checkpoint (the authors' classification release, or a ``backbone.``-prefixed
@@ -84,7 +91,7 @@ class A2MambaBackbone(BaseModule):
     def __init__(self, arch: str = 'tiny', out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False, drop_path_rate: float = 0.0,
                  with_cp: Union[bool, Sequence[int]] = False, out_norms: bool = True, in_channels: int = 3,
-                 img_size: int = 224, init_cfg: Optional[dict] = None):
+                 img_size: int = 224, torch_compile: Union[bool, dict] = False, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if arch not in ARCHS:
             raise ValueError(f'unknown A2Mamba arch {arch!r}; choose one of {list(ARCHS)}')
@@ -118,6 +125,8 @@ class A2MambaBackbone(BaseModule):
         for i in self.out_indices if out_norms else ():
             self.add_module(f'norm{i}', LayerNorm2d(self.embed_dims[i]))
         self._freeze_stages()
+        if torch_compile:
+            self.compile(**dict(dict(dynamic=False), **(torch_compile if isinstance(torch_compile, dict) else {})))
 
     def _stage_modules(self, stage: int) -> List[nn.Module]:
         """Stage ``stage`` (1-based): the downsampling into it, its blocks, its output norm."""

@@ -29,10 +29,11 @@ class A2Mamba(A2MambaBackbone):
     def __init__(self, arch: str = 'tiny', out_indices: Union[int, Sequence[int]] = -1, frozen_stages: int = -1,
                  norm_eval: bool = False, drop_path_rate: float = 0.0, with_cp: Union[bool, Sequence[int]] = False,
                  out_norms: bool = False, in_channels: int = 3, img_size: int = 224,
-                 init_cfg: Optional[dict] = None):
+                 torch_compile: Union[bool, dict] = False, init_cfg: Optional[dict] = None):
         super().__init__(arch=arch, out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
                          drop_path_rate=drop_path_rate, with_cp=with_cp, out_norms=out_norms,
-                         in_channels=in_channels, img_size=img_size, init_cfg=init_cfg)
+                         in_channels=in_channels, img_size=img_size, torch_compile=torch_compile,
+                         init_cfg=init_cfg)
 
     @staticmethod
     def _checkpoint_filter(state_dict: Dict[str, Tensor], prefix: str, local_metadata: dict, strict: bool,
