@@ -124,6 +124,49 @@ if has_triton():
         return tl.where(window, s * 1.4426950408889634, float('-inf'))
 
     @triton.jit
+    def _query_tile(tile_id, H, W, DH, DW, n_tx, tiles_per_group, TH: tl.constexpr, TW: tl.constexpr,
+                    KH: tl.constexpr, KW: tl.constexpr):
+        """The program's ``TH x TW`` queries (group coordinates ``py, px``), which of them exist,
+        and where each one's window starts."""
+        gy, gx, lgy, lgx, py0, px0 = _tile_origin(tile_id, H, W, DH, DW, n_tx, tiles_per_group, TH, TW)
+        i = tl.arange(0, TH * TW)
+        py = py0 + i // TW
+        px = px0 + i % TW
+        q_ok = (py < lgy) & (px < lgx)
+        return gy, gx, lgy, lgx, py0, px0, py, px, q_ok, _window_start(py, lgy, KH), _window_start(px, lgx, KW)
+
+    @triton.jit
+    def _halo(py0, px0, lgy, lgx, sx, q_ok, TH: tl.constexpr, TW: tl.constexpr, KH: tl.constexpr,
+              KW: tl.constexpr, NC: tl.constexpr, RS: tl.constexpr):
+        """The union of a query tile's windows: rows ``ky0 .. ky0 + n_rows - 1``, columns ``kx``
+        (``NC`` of them, repeated for the ``RS`` rows of a step, indexed by ``j``), the valid
+        columns, and per (query, halo column) whether the column lies in the query's window."""
+        ky0 = _window_start(py0, lgy, KH)
+        kx0 = _window_start(px0, lgx, KW)
+        n_rows = tl.minimum(TH + KH - 1, lgy - ky0)
+        j = tl.arange(0, RS * NC)
+        kx = kx0 + j % NC
+        col_ok = (kx < lgx) & (j % NC < TW + KW - 1)
+        in_cols = (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & col_ok[None, :] & q_ok[:, None]
+        return ky0, kx0, n_rows, j, kx, col_ok, in_cols
+
+    @triton.jit
+    def _halo_step(k_ptr, v_ptr, qt, rpb_head, r0, ky0, n_rows, j, kx, col_ok, in_cols, sy, py, px, c, c_ok, gy,
+                   gx, W, DH, DW, k_sp: tl.constexpr, k_sc, v_sp: tl.constexpr, v_sc, NC: tl.constexpr,
+                   KH: tl.constexpr, KW: tl.constexpr, HAS_RPB: tl.constexpr, PREC: tl.constexpr):
+        """Keys and values of the halo rows ``r0 .. r0 + RS - 1`` and the tile's scores against them."""
+        row = r0 + j // NC
+        ky = ky0 + row
+        key_ok = col_ok & (row < n_rows)
+        k_lin = ((ky * DH + gy) * W + kx * DW + gx)[:, None]
+        kt = tl.load(k_ptr + k_lin * k_sp + c[None, :] * k_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+        vt = tl.load(v_ptr + k_lin * v_sp + c[None, :] * v_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
+        window = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) & in_cols & key_ok[None, :]
+        s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky[None, :], kx[None, :], window, KH, KW, HAS_RPB,
+                    PREC)
+        return kt, vt, s
+
+    @triton.jit
     def _na2d_fwd_kernel(q_ptr, k_ptr, v_ptr, rpb_ptr, out_ptr, lse_ptr, heads, H, W, C: tl.constexpr, DH, DW, n_tx,
                          tiles_per_group,
                          q_sb, q_sn, q_sp: tl.constexpr, q_sc, k_sb, k_sn, k_sp: tl.constexpr, k_sc,
@@ -133,13 +176,8 @@ if has_triton():
                          PREC: tl.constexpr):
         M: tl.constexpr = TH * TW
         bh = tl.program_id(1).to(tl.int64)
-        gy, gx, lgy, lgx, py0, px0 = _tile_origin(tl.program_id(0), H, W, DH, DW, n_tx, tiles_per_group, TH, TW)
-        i = tl.arange(0, M)
-        py = py0 + i // TW
-        px = px0 + i % TW
-        q_ok = (py < lgy) & (px < lgx)
-        sy = _window_start(py, lgy, KH)
-        sx = _window_start(px, lgx, KW)
+        gy, gx, lgy, lgx, py0, px0, py, px, q_ok, sy, sx = _query_tile(tl.program_id(0), H, W, DH, DW, n_tx,
+                                                                       tiles_per_group, TH, TW, KH, KW)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
         q_ptr = _head_slice(q_ptr, bh, heads, q_sb, q_sn)
@@ -151,27 +189,14 @@ if has_triton():
         qt = tl.load(q_ptr + q_lin[:, None] * q_sp + c[None, :] * q_sc, mask=q_ok[:, None] & c_ok[None, :], other=0.0)
         rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
 
-        # the halo: rows ky0 .. ky0 + n_rows - 1, columns kx0 .. kx0 + NC - 1; a step takes RS rows
-        ky0 = _window_start(py0, lgy, KH)
-        n_rows = tl.minimum(TH + KH - 1, lgy - ky0)
-        j = tl.arange(0, RS * NC)
-        kx = _window_start(px0, lgx, KW) + j % NC
-        col_ok = (kx < lgx) & (j % NC < TW + KW - 1)
-        in_cols = (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & col_ok[None, :] & q_ok[:, None]
-
+        # the halo, walked RS rows per step
+        ky0, kx0, n_rows, j, kx, col_ok, in_cols = _halo(py0, px0, lgy, lgx, sx, q_ok, TH, TW, KH, KW, NC, RS)
         m_i = tl.full([M], float('-inf'), tl.float32)
         l_i = tl.zeros([M], tl.float32)
         acc = tl.zeros([M, BLOCK_C], tl.float32)
         for r0 in range(0, n_rows, RS):
-            row = r0 + j // NC
-            ky = ky0 + row
-            key_ok = col_ok & (row < n_rows)
-            k_lin = ((ky * DH + gy) * W + kx * DW + gx)[:, None]
-            kt = tl.load(k_ptr + k_lin * k_sp + c[None, :] * k_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
-            vt = tl.load(v_ptr + k_lin * v_sp + c[None, :] * v_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
-            window = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) & in_cols & key_ok[None, :]
-            s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky[None, :], kx[None, :], window, KH, KW,
-                        HAS_RPB, PREC)
+            kt, vt, s = _halo_step(k_ptr, v_ptr, qt, rpb_head, r0, ky0, n_rows, j, kx, col_ok, in_cols, sy, py, px,
+                                   c, c_ok, gy, gx, W, DH, DW, k_sp, k_sc, v_sp, v_sc, NC, KH, KW, HAS_RPB, PREC)
             m_new = tl.maximum(m_i, tl.max(s, 1))
             # rows with no key yet keep m = -inf; subtracting 0 keeps exp2 away from NaN
             m_safe = tl.where(m_new == float('-inf'), 0.0, m_new)
@@ -198,13 +223,8 @@ if has_triton():
         M: tl.constexpr = TH * TW
         tile_id = tl.program_id(0)
         bh = tl.program_id(1).to(tl.int64)
-        gy, gx, lgy, lgx, py0, px0 = _tile_origin(tile_id, H, W, DH, DW, n_tx, tiles_per_group, TH, TW)
-        i = tl.arange(0, M)
-        py = py0 + i // TW
-        px = px0 + i % TW
-        q_ok = (py < lgy) & (px < lgx)
-        sy = _window_start(py, lgy, KH)
-        sx = _window_start(px, lgx, KW)
+        gy, gx, lgy, lgx, py0, px0, py, px, q_ok, sy, sx = _query_tile(tile_id, H, W, DH, DW, n_tx, tiles_per_group,
+                                                                       TH, TW, KH, KW)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
         q_ptr = _head_slice(q_ptr, bh, heads, q_sb, q_sn)
@@ -223,13 +243,7 @@ if has_triton():
         delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
         rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
 
-        ky0 = _window_start(py0, lgy, KH)
-        kx0 = _window_start(px0, lgx, KW)
-        n_rows = tl.minimum(TH + KH - 1, lgy - ky0)
-        j = tl.arange(0, RS * NC)
-        kx = kx0 + j % NC
-        col_ok = (kx < lgx) & (j % NC < TW + KW - 1)
-        in_cols = (kx[None, :] >= sx[:, None]) & (kx[None, :] < sx[:, None] + KW) & col_ok[None, :] & q_ok[:, None]
+        ky0, kx0, n_rows, j, kx, col_ok, in_cols = _halo(py0, px0, lgy, lgx, sx, q_ok, TH, TW, KH, KW, NC, RS)
         # d rpb: the product's rows taken as (query, halo row of the step) pairs have one bias row
         # each, and gathering each row's halo columns by bias column (kx - px + KW - 1) makes the
         # sum over all pairs one product with a one-hot matrix per step
@@ -244,15 +258,8 @@ if has_triton():
 
         dq = tl.zeros([M, BLOCK_C], tl.float32)
         for r0 in range(0, n_rows, RS):
-            row = r0 + j // NC
-            ky = ky0 + row
-            key_ok = col_ok & (row < n_rows)
-            k_lin = ((ky * DH + gy) * W + kx * DW + gx)[:, None]
-            kt = tl.load(k_ptr + k_lin * k_sp + c[None, :] * k_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
-            vt = tl.load(v_ptr + k_lin * v_sp + c[None, :] * v_sc, mask=key_ok[:, None] & c_ok[None, :], other=0.0)
-            window = (ky[None, :] >= sy[:, None]) & (ky[None, :] < sy[:, None] + KH) & in_cols & key_ok[None, :]
-            s = _scores(qt, kt, rpb_head, py[:, None], px[:, None], ky[None, :], kx[None, :], window, KH, KW,
-                        HAS_RPB, PREC)
+            kt, vt, s = _halo_step(k_ptr, v_ptr, qt, rpb_head, r0, ky0, n_rows, j, kx, col_ok, in_cols, sy, py, px,
+                                   c, c_ok, gy, gx, W, DH, DW, k_sp, k_sc, v_sp, v_sc, NC, KH, KW, HAS_RPB, PREC)
             p = tl.exp2(s - lse[:, None])
             dp = _mm(grad_out, tl.trans(vt.to(grad_out.dtype)), PREC)
             ds = p * (dp - delta[:, None])
