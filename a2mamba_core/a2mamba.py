@@ -191,6 +191,8 @@ class Neighborhoods:
         self.rpb = (mixer.rpb[0], mixer.rpb[1])
         self.maps = None if ops.runs_kernel('na2d', q) else mixer.attention_maps(q, k, height, width)
 
+    # One opaque call under torch.compile (like the ops it calls): traced, this small dispatching
+    # frame would be compiled again for every stage's shapes and exhaust Dynamo's recompile limit.
     @torch.compiler.disable
     def __call__(self, scale: int, values: Tensor) -> Tensor:
         """Aggregates ``values`` with the map of ``scale`` (0: plain window, 1: dilated)."""

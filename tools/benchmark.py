@@ -18,7 +18,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -68,6 +68,29 @@ def time_it(step: Callable[[], None], device: torch.device, warmup: int, iters: 
     return statistics.median(times)
 
 
+def model_steps(model: nn.Module, x: torch.Tensor, amp: str) -> Tuple[Callable[[], None], Callable[[], None]]:
+    """``(infer, train_step)`` on the batch ``x``: a no-grad forward, and forward + cross-entropy on
+    random labels + backward + SGD step; both under autocast when ``amp`` is ``'bf16'``/``'fp16'``.
+    Shared with tools/profile_model.py, so the profile shows the steps timed here."""
+    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
+    autocast = (lambda: torch.autocast(x.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    labels = torch.randint(0, 1000, (x.shape[0],), device=x.device)
+
+    def infer() -> None:
+        with torch.no_grad(), autocast():
+            model(x)
+
+    def train_step() -> None:
+        with autocast():
+            loss = nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return infer, train_step
+
+
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = build(name, args.image_size).to(device, memory_format=memory_format)
@@ -77,16 +100,10 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> Dict[s
     if args.compile:
         # static shapes: one specialisation per stage shape rather than dynamic-shape kernels
         model = torch.compile(model, dynamic=False)
-    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    infer, train_step = model_steps(model, x, args.amp)
     result = {'params_m': params}
 
     model.eval()
-
-    def infer() -> None:
-        with torch.no_grad(), autocast():
-            model(x)
-
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     seconds = time_it(infer, device, args.warmup, args.iters, f'{name} inference')
@@ -99,16 +116,6 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> Dict[s
 
     if args.train:
         model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
-        labels = torch.randint(0, 1000, (args.batch_size,), device=device)
-
-        def train_step() -> None:
-            with autocast():
-                loss = nn.functional.cross_entropy(model(x), labels)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
         seconds = time_it(train_step, device, args.warmup, args.iters, f'{name} training')

@@ -9,12 +9,10 @@ means the GPU waits on the CPU, e.g. launch overhead), and the kernels by total 
 import argparse
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, List
 
 import torch
-import torch.nn as nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
@@ -22,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import a2mamba_core  # noqa: E402
 import ops  # noqa: E402
+from benchmark import model_steps  # noqa: E402  (tools/, the script's folder, is on sys.path)
 
 
 def profile_steps(step: Callable[[], None], steps: int, warmup: int, top: int) -> List[str]:
@@ -62,21 +61,7 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     model = a2mamba_core.create_model(args.model).cuda()
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device='cuda')
-    labels = torch.randint(0, 1000, (args.batch_size,), device='cuda')
-    amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp)
-    autocast = (lambda: torch.autocast('cuda', dtype=amp_dtype)) if amp_dtype else nullcontext
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
-
-    def infer() -> None:
-        with torch.no_grad(), autocast():
-            model(x)
-
-    def train_step() -> None:
-        with autocast():
-            loss = nn.functional.cross_entropy(model(x), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    infer, train_step = model_steps(model, x, args.amp)
 
     print(f'{args.model}, {torch.cuda.get_device_name()}, batch {args.batch_size}, {args.image_size}^2, '
           f'amp {args.amp}, fused attention: {ops.runs_kernel("na2d", x)}')

@@ -16,8 +16,7 @@ set +e
 rm -rf "$SITE"/pycocotools*
 export PYTHONUNBUFFERED=1
 if ! python3 -c 'import ops; assert ops.has_cuda_scan()' 2>/dev/null; then
-    A2MAMBA_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')" \
-        MAX_JOBS="$(nproc)" python3 setup.py build_ext --inplace >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+    STEPS=build bash tools/gpu/kernels_check.sh || exit 1
 fi
 work_dir=/tmp/cls_t
 rm -rf "$work_dir"
