@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 import ops
 
-__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Neighborhoods', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS']
+__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS']
 
 
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
@@ -93,12 +93,20 @@ class RoPE(nn.Module):
         self.register_buffer('angle', angle.repeat_interleave(2))
 
     def forward(self, height: int, width: int) -> Tuple[Tensor, Tensor]:
-        """Returns ``(sin, cos)``, each ``(H, W, head_dim)``."""
-        rows = torch.arange(height, device=self.angle.device, dtype=self.angle.dtype)[:, None] * self.angle
-        cols = torch.arange(width, device=self.angle.device, dtype=self.angle.dtype)[:, None] * self.angle
+        """Returns ``(sin, cos)``, each ``(H, W, head_dim)``, in float32 (float64 for a float64 model):
+        phases of up to ``side`` radians lose too much in 16 bits (``model.half()``)."""
+        angle = self.angle.to(wide_dtype(self.angle.dtype))
+        rows = torch.arange(height, device=angle.device, dtype=angle.dtype)[:, None] * angle
+        cols = torch.arange(width, device=angle.device, dtype=angle.dtype)[:, None] * angle
         phase = torch.cat([rows[:, None, :].expand(height, width, -1),
                            cols[None, :, :].expand(height, width, -1)], dim=-1)
         return phase.sin(), phase.cos()
+
+
+def wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the authors' float32 islands for a model of ``dtype``: float32, or float64 for
+    a float64 model."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
@@ -144,13 +152,13 @@ class A2SSM(nn.Module):
         self.Ds = nn.Parameter(torch.ones(d_model))
         self.state_fusion = nn.Conv2d(num_heads, num_heads, kernel_size=1)
 
-    def forward(self, x: Tensor, neighborhoods: 'Neighborhoods') -> Tensor:
+    def forward(self, x: Tensor, scales: Tuple[ops.Neighborhood, ops.Neighborhood]) -> Tensor:
         """Args:
             x: ``(B, C, H, W)``, MASS's two-scale attention output.
-            neighborhoods: MASS's two attention scales, applied here to the hidden states.
+            scales: MASS's two attention scales, applied here to the hidden states.
 
         Returns:
-            ``(B, C, H, W)`` float32.
+            ``(B, C, H, W)``, float32 under autocast (the authors' readout), else the model's dtype.
         """
         b, c, height, width = x.shape
         x = self.act(self.conv2d(x))
@@ -158,48 +166,19 @@ class A2SSM(nn.Module):
         x_dbl = torch.matmul(self.x_proj_weight, xs)  # [B, R + 2N, L]
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
         dts = torch.matmul(self.dt_projs_weight, dts)  # [B, D, L]
-        states = ops.selective_scan_states(xs, dts, -torch.exp(self.A_logs.float()), Bs,
-                                           delta_bias=self.dt_projs_bias.float(), delta_softplus=True)
-        # [B, D, 1, L] -> two halves of heads, channels-last for the neighborhood ops
+        wide = wide_dtype(self.Ds.dtype)
+        states = ops.selective_scan_states(xs, dts, -torch.exp(self.A_logs.to(wide)), Bs,
+                                           delta_bias=self.dt_projs_bias.to(wide), delta_softplus=True)
         # [B, D, 1, L] -> two halves of heads, (B, heads/2, H, W, d) views of the states
-        states = rearrange(states, 'b (m n d) s (h w) -> m b n h w (d s)', m=2, n=neighborhoods.half_heads,
-                           h=height)
-        states = torch.cat([rearrange(neighborhoods(scale, states[scale]), 'b n h w d -> b n d (h w)')
-                            for scale in (0, 1)], dim=1)
-        states = self.state_fusion(states).flatten(1, 2)
+        half_heads = self.state_fusion.in_channels // 2
+        states = rearrange(states, 'b (m n d) s (h w) -> m b n h w (d s)', m=2, n=half_heads, h=height)
+        states = torch.cat([rearrange(scale(states[i]), 'b n h w d -> b n d (h w)')
+                            for i, scale in enumerate(scales)], dim=1)
+        states = self.state_fusion(states.to(self.state_fusion.weight.dtype)).flatten(1, 2)
         with torch.autocast(device_type=x.device.type, enabled=False):
             # the authors keep the readout in float32 for training stability
-            y = states.float() * Cs.float() + xs.float() * self.Ds.float()[:, None]
-        return y.view(b, c, height, width)
-
-
-class Neighborhoods:
-    """MASS's two attention scales as an operator on values ``(B, heads/2, H, W, C)``.
-
-    Each scale's map is applied twice: to the values, then to A2SSM's hidden states. Where the
-    fused ``ops.na2d`` runs a kernel, the scores are recomputed for each use and the
-    ``(B, heads/2, H, W, kh*kw)`` maps never exist in memory; elsewhere each map is computed
-    once and applied with ``ops.na2d_av``. Both give the same function.
-    """
-
-    def __init__(self, mixer: 'MASS', q: Tensor, k: Tensor):
-        height, width = q.shape[2:4]
-        self.window = mixer.window_size
-        self.dilations = ((1, 1), mixer.dilation(height, width))
-        self.half_heads = q.shape[1] // 2
-        self.queries, self.keys = q.chunk(2, dim=1), k.chunk(2, dim=1)
-        self.rpb = (mixer.rpb[0], mixer.rpb[1])
-        self.maps = None if ops.runs_kernel('na2d', q) else mixer.attention_maps(q, k, height, width)
-
-    # One opaque call under torch.compile (like the ops it calls): traced, this small dispatching
-    # frame would be compiled again for every stage's shapes and exhaust Dynamo's recompile limit.
-    @torch.compiler.disable
-    def __call__(self, scale: int, values: Tensor) -> Tensor:
-        """Aggregates ``values`` with the map of ``scale`` (0: plain window, 1: dilated)."""
-        if self.maps is None:
-            return ops.na2d(self.queries[scale], self.keys[scale], values, self.window, self.dilations[scale],
-                            self.rpb[scale])
-        return ops.na2d_av(self.maps[scale], values, self.window, self.dilations[scale])
+            y = states.to(wide) * Cs.to(wide) + xs.to(wide) * self.Ds.to(wide)[:, None]
+        return y.view(b, c, height, width).to(self.Ds.dtype)
 
 
 class MASS(nn.Module):
@@ -255,13 +234,18 @@ class MASS(nn.Module):
         q, k = apply_rope(q_k_v[:2], sin, cos)
         return q * self.scale, k, q_k_v[2]
 
-    def attention_maps(self, q: Tensor, k: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor]:
-        """Softmaxed maps of both scales for ``q, k: (B, heads, H, W, hd)`` (RoPE applied)."""
+    def neighborhoods(self, q: Tensor, k: Tensor) -> Tuple[ops.Neighborhood, ops.Neighborhood]:
+        """The two attention scales for ``q, k: (B, heads, H, W, hd)`` (RoPE applied): the plain
+        window over the first half of the heads, the dilated one over the second."""
+        height, width = q.shape[2:4]
         q1, q2 = q.chunk(2, dim=1)
         k1, k2 = k.chunk(2, dim=1)
-        attn1 = ops.na2d_qk(q1, k1, self.window_size, 1, self.rpb[0]).softmax(dim=-1)
-        attn2 = ops.na2d_qk(q2, k2, self.window_size, self.dilation(height, width), self.rpb[1]).softmax(dim=-1)
-        return attn1, attn2
+        return (ops.Neighborhood(q1, k1, self.window_size, 1, self.rpb[0]),
+                ops.Neighborhood(q2, k2, self.window_size, self.dilation(height, width), self.rpb[1]))
+
+    def attention_maps(self, q: Tensor, k: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor]:
+        """Softmaxed maps of both scales for ``q, k: (B, heads, H, W, hd)`` (RoPE applied)."""
+        return tuple(scale.maps() for scale in self.neighborhoods(q, k))
 
     def global_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Stage-4 attention of every token to every token, with the 224-px bias resized."""
@@ -281,18 +265,20 @@ class MASS(nn.Module):
         lepe = self.lepe(qkv[:, 2 * c:])
         q, k, v = self.split_heads(qkv, pos_enc)
 
-        neighborhoods = Neighborhoods(self, q, k)
+        scales = self.neighborhoods(q, k)
         v1, v2 = v.chunk(2, dim=1)
-        v1 = neighborhoods(0, v1)
-        v2 = neighborhoods(1, v1 + v2)
+        v1 = scales[0](v1)
+        v2 = scales[1](v1 + v2)
         if self.global_mode:
             x = self.global_attention(q, k, torch.cat([v1, v2], dim=1))
         else:
-            x = self.ssm(torch.cat([heads_to_map(v1), heads_to_map(v2)], dim=1), neighborhoods)
+            x = self.ssm(torch.cat([heads_to_map(v1), heads_to_map(v2)], dim=1), scales)
         x = self.norm(x) + lepe
         with torch.autocast(device_type=x.device.type, enabled=False):
-            # the authors keep the gating and output projection in float32
-            x = self.proj(x.float() * gate.float())
+            # the authors keep the gating and output projection in float32 (under autocast; a model
+            # cast to 16 bits gates in float32 and projects in its own dtype)
+            wide = wide_dtype(x.dtype)
+            x = self.proj((x.to(wide) * gate.to(wide)).to(self.proj[1].weight.dtype))
         return x
 
     def extra_repr(self) -> str:

@@ -1,89 +1,159 @@
-"""Neighborhood-attention and selective-scan ops of A2Mamba behind one dispatch point.
+"""Neighborhood-attention and selective-scan ops of A2Mamba, each behind one dispatch point.
 
-``na2d_qk``, ``na2d_av``, the fused ``na2d`` and ``selective_scan_states`` pick the fastest
-available backend (see :mod:`ops.dispatch`); the ``*_ref`` functions are the pure-PyTorch
-references that define their semantics. :func:`runs_kernel` tells a caller whether an op
-would run a kernel on a tensor's device, e.g. to prefer the fused ``na2d`` there.
+Public ops: :func:`na2d` (fused ``softmax(q . k + rpb) @ v`` per window), :func:`na2d_qk` /
+:func:`na2d_av` (the maps, and applying a map), :func:`selective_scan_states`, and
+:class:`Neighborhood`, the attention of one window that MASS applies to several value tensors.
+The ``*_ref`` functions are the pure-PyTorch references that define the semantics.
+
+Which implementation runs is decided here, never by the caller (:mod:`ops.dispatch`: priority
+lists, :func:`use_backend` to force one per thread). ``na2d`` and ``selective_scan_states`` are
+``torch.library`` custom ops (:mod:`ops.library`): ``torch.compile(fullgraph=True)`` and
+``torch.export`` trace models that use them without a graph break. In eager mode a
+differentiable backend (the reference on a CPU) is called directly, so autograd differentiates
+it without recomputing anything.
 """
-import functools
 import logging
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .dispatch import BACKEND_ENV, REFERENCE, backends, register_backend, resolve, runs_kernel, use_backend
+from . import dispatch
+from .dispatch import (BACKEND_ENV, REFERENCE, Kernel, KernelUnavailable, backends, register_backend,
+                       use_backend)
 from .neighborhood_attention import IntOrPair, na2d_av_ref, na2d_qk_ref, na2d_ref, normalize_window_args
-from .neighborhood_attention_fused import na2d_triton
+from .neighborhood_attention_fused import (check_na2d_args, fused_serves, na2d_fused_backward, na2d_fused_forward,
+                                           na2d_triton)
 from .neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton
-from .selective_scan import _SCAN_IMPORT_ERROR, has_cuda_scan, selective_scan_states_cuda, selective_scan_states_ref
+from .selective_scan import (_SCAN_IMPORT_ERROR, _check_scan_args, has_cuda_scan, scan_cuda_backward,
+                             scan_cuda_forward, selective_scan_states_cuda, selective_scan_states_ref)
+from . import library
 
 __all__ = [
-    'na2d_qk', 'na2d_av', 'na2d', 'selective_scan_states', 'na2d_qk_ref', 'na2d_av_ref', 'na2d_ref',
-    'selective_scan_states_ref', 'normalize_window_args', 'use_backend', 'backends', 'runs_kernel',
-    'register_backend', 'BACKEND_ENV', 'na2d_qk_triton', 'na2d_av_triton', 'na2d_triton',
-    'selective_scan_states_cuda', 'has_triton', 'has_cuda_scan',
+    'na2d', 'na2d_qk', 'na2d_av', 'selective_scan_states', 'Neighborhood',
+    'na2d_ref', 'na2d_qk_ref', 'na2d_av_ref', 'selective_scan_states_ref',
+    'na2d_triton', 'na2d_qk_triton', 'na2d_av_triton', 'selective_scan_states_cuda',
+    'use_backend', 'backends', 'register_backend', 'Kernel', 'KernelUnavailable', 'BACKEND_ENV', 'REFERENCE',
+    'normalize_window_args', 'has_triton', 'has_cuda_scan',
 ]
-
-
-def _opaque_to_compile(op):
-    """torch.compile runs the op as one eager call (a graph break) and compiles the code
-    around it: the kernels are hand-written already, and the dispatch (backend choice,
-    fallback on failure) must run as Python."""
-    return functools.wraps(op)(torch.compiler.disable(op, recursive=True))
 
 
 def _any_device(_: Tensor) -> bool:
     return True
 
 
-register_backend('na2d_qk', REFERENCE, na2d_qk_ref, _any_device)
-register_backend('na2d_av', REFERENCE, na2d_av_ref, _any_device)
-register_backend('na2d', REFERENCE, na2d_ref, _any_device)
-register_backend('selective_scan_states', REFERENCE, selective_scan_states_ref, _any_device)
-
-
 def _triton_serves(t: Tensor) -> bool:
     return t.is_cuda and has_triton()
 
 
+def _fused_triton_serves(t: Tensor) -> bool:
+    return _triton_serves(t) and fused_serves(t)
+
+
 def _scan_kernel_serves(t: Tensor) -> bool:
-    return t.is_cuda and has_cuda_scan()
+    return t.is_cuda and t.dtype != torch.float64 and has_cuda_scan()
 
 
-# Registered last = tried first.
-register_backend('na2d_qk', 'triton', na2d_qk_triton, _triton_serves)
-register_backend('na2d_av', 'triton', na2d_av_triton, _triton_serves)
-register_backend('na2d', 'triton', na2d_triton, _triton_serves)
-register_backend('selective_scan_states', 'cuda', selective_scan_states_cuda, _scan_kernel_serves)
+# Priority lists, most preferred first.
+for _op, _backends in {
+    'na2d': [('triton', Kernel(na2d_fused_forward, na2d_fused_backward), _fused_triton_serves),
+             (REFERENCE, na2d_ref, _any_device)],
+    'na2d_qk': [('triton', na2d_qk_triton, _triton_serves), (REFERENCE, na2d_qk_ref, _any_device)],
+    'na2d_av': [('triton', na2d_av_triton, _triton_serves), (REFERENCE, na2d_av_ref, _any_device)],
+    'selective_scan_states': [('cuda', Kernel(scan_cuda_forward, scan_cuda_backward), _scan_kernel_serves),
+                              (REFERENCE, selective_scan_states_ref, _any_device)],
+}.items():
+    for _name, _fn, _available in _backends:
+        register_backend(_op, _name, _fn, _available, first=False)
+
 if _SCAN_IMPORT_ERROR is not None and torch.cuda.is_available():
     logging.getLogger('a2mamba.ops').warning(
-        'CUDA selective-scan extension not importable (%s): the scan runs the PyTorch reference; '
+        'CUDA selective-scan extension not importable (%s): the scan runs the PyTorch reference (slow); '
         'build it with `A2MAMBA_FORCE_CUDA=1 pip install --no-build-isolation -e .`', _SCAN_IMPORT_ERROR)
 
 
-@_opaque_to_compile
-def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
-            rpb: Optional[Tensor] = None) -> Tensor:
-    """Neighborhood attention scores, ``(B, heads, H, W, kh*kw)``; see :func:`na2d_qk_ref`."""
-    return resolve('na2d_qk', query)(query, key, kernel_size, dilation, rpb)
+@torch.compiler.assume_constant_result
+def _tf32_allowed() -> bool:
+    # Read once per compilation (like the rest of torch's matmul settings under torch.compile).
+    return torch.backends.cuda.matmul.allow_tf32
 
 
-@_opaque_to_compile
-def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
-    """Neighborhood aggregation of ``value`` by ``attn``; see :func:`na2d_av_ref`."""
-    return resolve('na2d_av', value)(attn, value, kernel_size, dilation)
+def _eager_differentiable(op: str, t: Tensor) -> Optional[dispatch.Backend]:
+    """In eager mode, the backend to call directly when it is a differentiable one (the reference):
+    autograd then differentiates it as it runs. ``None`` under torch.compile / export, or when a
+    kernel serves (both go through the custom op)."""
+    if torch.compiler.is_compiling():
+        return None
+    backend = dispatch.resolve(op, t)
+    return None if backend.is_kernel else backend
 
 
-@_opaque_to_compile
 def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
          rpb: Optional[Tensor] = None) -> Tensor:
-    """Fused neighborhood attention ``softmax(q . k + rpb) @ v``; see :func:`na2d_ref`."""
-    return resolve('na2d', query)(query, key, value, kernel_size, dilation, rpb)
+    """Fused neighborhood attention ``softmax(q . k + rpb) @ v``; see :func:`na2d_ref`.
+
+    The ``(B, heads, H, W, kh*kw)`` maps are never stored where a kernel serves. The result is
+    channels-first for channels-first values (see :func:`ops.neighborhood_attention_fused.empty_in_layout`).
+    """
+    kernel, dil = check_na2d_args(query, key, value, kernel_size, dilation, rpb)
+    direct = _eager_differentiable('na2d', query)
+    if direct is not None:
+        return dispatch.call('na2d', query, lambda backend: backend.fn(query, key, value, kernel, dil, rpb))
+    tf32 = _tf32_allowed() or torch.is_autocast_enabled('cuda')
+    return library.na2d_op(query, key, value, rpb, list(kernel), list(dil), tf32)[0]
 
 
-@_opaque_to_compile
+@torch.compiler.disable
+def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+            rpb: Optional[Tensor] = None) -> Tensor:
+    """Neighborhood attention scores, ``(B, heads, H, W, kh*kw)``; see :func:`na2d_qk_ref`.
+
+    For attention maps (tools, the eager reference path); one eager call under torch.compile."""
+    return dispatch.call('na2d_qk', query, lambda backend: backend.fn(query, key, kernel_size, dilation, rpb))
+
+
+@torch.compiler.disable
+def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
+    """Neighborhood aggregation of ``value`` by ``attn``; see :func:`na2d_av_ref`."""
+    return dispatch.call('na2d_av', value, lambda backend: backend.fn(attn, value, kernel_size, dilation))
+
+
 def selective_scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor] = None,
                           delta_softplus: bool = True) -> Tensor:
-    """All hidden states ``(B, D, N, L)`` float32; see :func:`selective_scan_states_ref`."""
-    return resolve('selective_scan_states', u)(u, delta, A, B, delta_bias, delta_softplus)
+    """All hidden states ``(B, D, N, L)``, float32 (float64 for float64 inputs); see
+    :func:`selective_scan_states_ref`."""
+    _check_scan_args(u, delta, A, B, delta_bias)
+    direct = _eager_differentiable('selective_scan_states', u)
+    if direct is not None:
+        return dispatch.call('selective_scan_states', u,
+                             lambda backend: backend.fn(u, delta, A, B, delta_bias, delta_softplus))
+    return library.selective_scan_states_op(u, delta, A, B, delta_bias, delta_softplus)
+
+
+class Neighborhood:
+    """The neighborhood attention of one window (``q``, ``k``, window, dilation, bias), as an
+    operator on values ``(B, heads, H, W, C)``: MASS applies each scale's attention to its values
+    and again to A2SSM's hidden states.
+
+    Where a kernel serves, and always under torch.compile, each application is one fused call
+    that recomputes the scores, so the maps never exist in memory; in eager mode without a kernel
+    (the reference on a CPU) the softmaxed map is computed once and applied with :func:`na2d_av`.
+    Both give the same function.
+    """
+
+    def __init__(self, query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+                 rpb: Optional[Tensor] = None):
+        self.kernel, self.dilation = check_na2d_args(query, key, query, kernel_size, dilation, rpb)
+        self.query, self.key, self.rpb = query, key, rpb
+        self._maps: Optional[Tensor] = None
+
+    def maps(self) -> Tensor:
+        """The softmaxed attention maps ``(B, heads, H, W, kh*kw)`` (neighbors row-major)."""
+        if self._maps is None:
+            self._maps = na2d_qk(self.query, self.key, self.kernel, self.dilation, self.rpb).softmax(dim=-1)
+        return self._maps
+
+    def __call__(self, value: Tensor) -> Tensor:
+        if _eager_differentiable('na2d', self.query) is not None:
+            return na2d_av(self.maps(), value, self.kernel, self.dilation)
+        return na2d(self.query, self.key, value, self.kernel, self.dilation, self.rpb)

@@ -389,13 +389,10 @@ def tile_config(height: int, width: int, kernel: Tuple[int, int], dilation: Tupl
     return best[1]
 
 
-def _dot_precision(*tensors: Tensor) -> str:
-    """float32 products run exactly unless torch allows TF32 or autocast is on (then inputs are
-    already low-precision by choice); 16-bit inputs make the float32 products TF32 too."""
-    if all(t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
-        return 'tf32'
-    device = tensors[0].device.type
-    if torch.backends.cuda.matmul.allow_tf32 or (device == 'cuda' and torch.is_autocast_enabled('cuda')):
+def dot_precision(tf32: bool, *tensors: Tensor) -> str:
+    """Exact float32 products unless ``tf32`` (torch allows TF32, or autocast is on: the inputs are
+    low-precision by choice); 16-bit inputs make the float32 products TF32 too."""
+    if tf32 or all(t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
         return 'tf32'
     return 'ieee'
 
@@ -405,13 +402,15 @@ def _dot_dim(n: int) -> int:
     return max(16, _next_pow2(n))
 
 
+def _is_pixel_major(t: Tensor) -> bool:
+    height, width = t.shape[2:4]
+    return height == 1 or width == 1 or t.stride(2) == width * t.stride(3)
+
+
 def _pixel_major(t: Tensor) -> Tensor:
     """``t`` if its pixels are addressed as ``y * W + x`` times one stride (what the kernels
     take: a channels-last or channels-first view, of any batch and head strides), else a copy."""
-    height, width = t.shape[2:4]
-    if height == 1 or width == 1 or t.stride(2) == width * t.stride(3):
-        return t
-    return t.contiguous()
+    return t if _is_pixel_major(t) else t.contiguous()
 
 
 def _strides(t: Tensor) -> Tuple[int, int, int, int]:
@@ -419,16 +418,79 @@ def _strides(t: Tensor) -> Tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(3) if t.shape[3] > 1 else t.stride(2), t.stride(4)
 
 
-def _empty_in_layout(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
-    """An uninitialised ``(B, heads, H, W, C)`` tensor in ``like``'s channel order, densely packed:
-    channels-first views (pixel stride 1, e.g. heads of an NCHW map) get channels-first
-    storage, so that their consumer's rearrange back to NCHW is free."""
+def empty_in_layout(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """An uninitialised ``(B, heads, H, W, C)`` tensor in the layout the kernels write for an
+    input ``like``: channels-first storage for a channels-first view (pixel stride 1, e.g. heads
+    of an NCHW map), so that its consumer's rearrange back to NCHW is free; channels-last
+    otherwise (also for inputs the kernels copy first). Depends on shapes and strides only, so
+    it also serves as the fake (meta) layout of the ``torch.library`` ops."""
     b, heads, height, width, dim = like.shape
     kwargs = dict(device=like.device, dtype=dtype or like.dtype)
-    _, _, pixel, channel = _strides(like)
-    if channel > pixel and dim > 1:
-        return torch.empty(b, heads, dim, height, width, **kwargs).permute(0, 1, 3, 4, 2)
+    if _is_pixel_major(like) and dim > 1:
+        _, _, pixel, channel = _strides(like)
+        if channel > pixel:
+            return torch.empty(b, heads, dim, height, width, **kwargs).permute(0, 1, 3, 4, 2)
     return torch.empty(like.shape, **kwargs)
+
+
+def na2d_fused_forward(query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], kernel: Tuple[int, int],
+                       dilation: Tuple[int, int], tf32: bool) -> Tuple[Tensor, Tensor]:
+    """``(out, lse)``: the attention output in the layout of :func:`empty_in_layout` (value) and the
+    float32 base-2 log-sum-exp of each query's scores, ``(B, heads, H, W)``, for the backward."""
+    query, key, value = _pixel_major(query), _pixel_major(key), _pixel_major(value)
+    rpb_c = None if rpb is None else rpb.contiguous()
+    b, heads, height, width, dim = query.shape
+    cfg = tile_config(height, width, kernel, dilation)
+    out = empty_in_layout(value, torch.promote_types(query.dtype, value.dtype))
+    lse = torch.empty(b, heads, height, width, device=query.device, dtype=torch.float32)
+    grid = (cfg.groups * cfg.tiles_per_group, b * heads)
+    _na2d_fwd_kernel[grid](query, key, value, rpb_c if rpb_c is not None else query, out, lse, heads, height,
+                           width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group,
+                           *_strides(query), *_strides(key), *_strides(value), *_strides(out),
+                           KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs,
+                           BLOCK_C=_dot_dim(dim), HAS_RPB=rpb_c is not None,
+                           PREC=dot_precision(tf32, query, value), num_warps=cfg.warps)
+    return out, lse
+
+
+def na2d_fused_backward(dout: Tensor, query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], out: Tensor,
+                        lse: Tensor, kernel: Tuple[int, int], dilation: Tuple[int, int], tf32: bool,
+                        needs_grad: Tuple[bool, bool, bool, bool] = (True, True, True, True)
+                        ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """``(dq, dk, dv, d rpb)``, each in its input's layout (:func:`empty_in_layout`); ``None`` where
+    ``needs_grad`` says the gradient is not wanted (or there is no ``rpb``)."""
+    query, key, value = _pixel_major(query), _pixel_major(key), _pixel_major(value)
+    rpb = None if rpb is None else rpb.contiguous()
+    b, heads, height, width, dim = query.shape
+    cfg = tile_config(height, width, kernel, dilation)
+    precision = dot_precision(tf32, query, value)
+    dout = _pixel_major(dout)
+    delta = (dout.float() * out.float()).sum(-1)  # [B, heads, H, W]: rowsum(dO * O) = rowsum(P * dP)
+    grid = (cfg.groups * cfg.tiles_per_group, b * heads)
+    rpb_arg = rpb if rpb is not None else query
+    common = dict(KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs, BLOCK_C=_dot_dim(dim),
+                  HAS_RPB=rpb is not None, PREC=precision, num_warps=cfg.warps)
+    shape = (heads, height, width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group,
+             *_strides(query), *_strides(key), *_strides(value), *_strides(dout))
+    rpb_grad = rpb is not None and needs_grad[3]
+    dq = drpb = None
+    if needs_grad[0] or rpb_grad:
+        dq = empty_in_layout(query)
+        bias_entries = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
+        parts = torch.empty(b, heads, grid[0], bias_entries if rpb_grad else 0, device=query.device,
+                            dtype=torch.float32)
+        query_common = dict(common, RS=cfg.rs_rpb) if rpb_grad else common
+        _na2d_bwd_query_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dq, parts, *shape,
+                                     *_strides(dq), RPB_GRAD=rpb_grad, NA=_dot_dim(2 * kernel[0] - 1),
+                                     NB=_dot_dim(2 * kernel[1] - 1), **query_common)
+        if rpb_grad:
+            drpb = parts.sum((0, 2)).view(rpb.shape).to(rpb.dtype)
+    dk = dv = None
+    if needs_grad[1] or needs_grad[2]:
+        dk, dv = empty_in_layout(key), empty_in_layout(value)
+        _na2d_bwd_key_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dk, dv, *shape,
+                                   *_strides(dk), *_strides(dv), **common)
+    return (dq if needs_grad[0] else None, dk if needs_grad[1] else None, dv if needs_grad[2] else None, drpb)
 
 
 class NA2DFn(torch.autograd.Function):
@@ -436,69 +498,31 @@ class NA2DFn(torch.autograd.Function):
 
     Reads its inputs in place (views of a qkv projection or of the scan's states need no
     copy) and writes the output, and each gradient, in the channel order of the value (resp.
-    of its input).
+    of its input). (The model reaches these kernels through the ``a2mamba::na2d`` op of
+    :mod:`ops.library`; this Function serves direct calls.)
     """
 
     @staticmethod
     def forward(ctx, query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], kernel: Tuple[int, int],
                 dilation: Tuple[int, int]) -> Tensor:
-        query, key, value = _pixel_major(query), _pixel_major(key), _pixel_major(value)
-        rpb_c = None if rpb is None else rpb.contiguous()
-        b, heads, height, width, dim = query.shape
-        cfg = tile_config(height, width, kernel, dilation)
-        precision = _dot_precision(query, value)
-        out = _empty_in_layout(value, torch.promote_types(query.dtype, value.dtype))
-        lse = torch.empty(b, heads, height, width, device=query.device, dtype=torch.float32)
-        grid = (cfg.groups * cfg.tiles_per_group, b * heads)
-        _na2d_fwd_kernel[grid](query, key, value, rpb_c if rpb_c is not None else query, out, lse, heads, height,
-                               width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group,
-                               *_strides(query), *_strides(key), *_strides(value), *_strides(out),
-                               KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs,
-                               BLOCK_C=_dot_dim(dim), HAS_RPB=rpb_c is not None, PREC=precision,
-                               num_warps=cfg.warps)
-        ctx.save_for_backward(query, key, value, rpb_c, out, lse)
-        ctx.window = kernel, dilation, cfg, precision
+        tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.is_autocast_enabled('cuda')
+        out, lse = na2d_fused_forward(query, key, value, rpb, kernel, dilation, tf32)
+        ctx.save_for_backward(query, key, value, rpb, out, lse)
+        ctx.window = kernel, dilation, tf32
         return out
 
     @staticmethod
     def backward(ctx, dout: Tensor):
         query, key, value, rpb, out, lse = ctx.saved_tensors
-        kernel, dilation, cfg, precision = ctx.window
-        b, heads, height, width, dim = query.shape
-        dout = _pixel_major(dout)
-        delta = (dout.float() * out.float()).sum(-1)  # [B, heads, H, W]: rowsum(dO * O) = rowsum(P * dP)
-        grid = (cfg.groups * cfg.tiles_per_group, b * heads)
-        rpb_arg = rpb if rpb is not None else query
-        common = dict(KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs, BLOCK_C=_dot_dim(dim),
-                      HAS_RPB=rpb is not None, PREC=precision, num_warps=cfg.warps)
-        shape = (heads, height, width, dim, dilation[0], dilation[1], cfg.n_tx, cfg.tiles_per_group,
-                 *_strides(query), *_strides(key), *_strides(value), *_strides(dout))
-        rpb_grad = rpb is not None and ctx.needs_input_grad[3]
-        dq = drpb = None
-        if ctx.needs_input_grad[0] or rpb_grad:
-            dq = _empty_in_layout(query)
-            bias_entries = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
-            parts = torch.empty(b, heads, grid[0], bias_entries if rpb_grad else 0, device=query.device,
-                                dtype=torch.float32)
-            query_common = dict(common, RS=cfg.rs_rpb) if rpb_grad else common
-            _na2d_bwd_query_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dq, parts, *shape,
-                                         *_strides(dq), RPB_GRAD=rpb_grad, NA=_dot_dim(2 * kernel[0] - 1),
-                                         NB=_dot_dim(2 * kernel[1] - 1), **query_common)
-            if rpb_grad:
-                drpb = parts.sum((0, 2)).view(rpb.shape).to(rpb.dtype)
-        dk = dv = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            dk, dv = _empty_in_layout(key), _empty_in_layout(value)
-            _na2d_bwd_key_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dk, dv, *shape,
-                                       *_strides(dk), *_strides(dv), **common)
-        return (dq if ctx.needs_input_grad[0] else None, dk if ctx.needs_input_grad[1] else None,
-                dv if ctx.needs_input_grad[2] else None, drpb, None, None)
+        kernel, dilation, tf32 = ctx.window
+        grads = na2d_fused_backward(dout, query, key, value, rpb, out, lse, kernel, dilation, tf32,
+                                    tuple(ctx.needs_input_grad[:4]))
+        return (*grads, None, None)
 
 
-def na2d_triton(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
-                rpb: Optional[Tensor] = None) -> Tensor:
-    """Triton twin of :func:`ops.neighborhood_attention.na2d_ref` (same arguments and result)."""
-    _check_triton()
+def check_na2d_args(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair,
+                    rpb: Optional[Tensor]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """Validates the arguments of a fused neighborhood attention; returns the window pairs."""
     for name, t in (('query', query), ('key', key), ('value', value)):
         _check_5d(name, t)
     if key.shape != query.shape or value.shape != query.shape:
@@ -507,13 +531,27 @@ def na2d_triton(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPai
     if key.dtype != query.dtype:
         raise ValueError(f'query and key dtypes differ: {query.dtype} vs {key.dtype}')
     kernel, dil = normalize_window_args(kernel_size, dilation)
-    b, heads = query.shape[:2]
+    heads = query.shape[1]
     if rpb is not None and tuple(rpb.shape) != (heads, 2 * kernel[0] - 1, 2 * kernel[1] - 1):
         raise ValueError(f'rpb must be ({heads}, {2 * kernel[0] - 1}, {2 * kernel[1] - 1}), '
                          f'got {tuple(rpb.shape)}')
-    if b * heads > 65535:
-        raise ValueError(f'batch * heads must be at most 65535 (a grid axis), got {b * heads}')
+    return kernel, dil
+
+
+def fused_serves(query: Tensor) -> bool:
+    """Grid limits of the fused kernels (``batch * heads`` is a grid axis)."""
+    return query.dim() < 2 or query.shape[0] * query.shape[1] <= 65535
+
+
+def na2d_triton(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+                rpb: Optional[Tensor] = None) -> Tensor:
+    """Triton twin of :func:`ops.neighborhood_attention.na2d_ref` (same arguments and result)."""
+    _check_triton()
+    kernel, dil = check_na2d_args(query, key, value, kernel_size, dilation, rpb)
+    if not fused_serves(query):
+        raise ValueError(f'batch * heads must be at most 65535 (a grid axis), got {query.shape[0] * query.shape[1]}')
     return NA2DFn.apply(query, key, value, rpb, kernel, dil)
 
 
-__all__ = ['na2d_triton', 'NA2DFn', 'tile_config', 'TileConfig', 'LaunchSettings', 'launch_settings']
+__all__ = ['na2d_triton', 'NA2DFn', 'na2d_fused_forward', 'na2d_fused_backward', 'empty_in_layout', 'check_na2d_args',
+           'tile_config', 'TileConfig', 'LaunchSettings', 'launch_settings']

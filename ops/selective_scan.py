@@ -18,12 +18,13 @@ so nothing overflows), and autograd differentiates through it. Measured here on 
 thread it is 10-15x faster than a chunked matrix form (``exp(S_t - S_s)`` per chunk with a
 recurrence across chunks) at the model's sizes, with the same float32 accuracy.
 """
-import functools
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .dispatch import KernelUnavailable
 
 
 def _check_scan_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor]) -> None:
@@ -95,56 +96,67 @@ def has_cuda_scan() -> bool:
 
 def _check_scan_cuda() -> None:
     if _scan_cuda is None:
-        raise RuntimeError(f'the CUDA selective-scan extension is not available ({_SCAN_IMPORT_ERROR}); '
-                           f'{_BUILD_HINT}')
+        raise KernelUnavailable(f'the CUDA selective-scan extension is not available ({_SCAN_IMPORT_ERROR}); '
+                                f'{_BUILD_HINT}')
 
 
 def _contiguous(t: Tensor) -> Tensor:
     return t if t.is_contiguous() else t.contiguous()
 
 
-# Autocast bookkeeping for backward; the kernel reads fp32/fp16/bf16 itself, so nothing is cast.
-_custom_fwd = functools.partial(torch.amp.custom_fwd, device_type='cuda')
-_custom_bwd = functools.partial(torch.amp.custom_bwd, device_type='cuda')
+def _kernel_dtype(u: Tensor, delta: Tensor, B: Tensor) -> torch.dtype:
+    """The kernel reads one input dtype: the widest of ``u``, ``delta`` and ``B``."""
+    return torch.promote_types(torch.promote_types(u.dtype, delta.dtype), B.dtype)
+
+
+def _kernel_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor]):
+    dtype = _kernel_dtype(u, delta, B)
+    B_k = _contiguous(B.to(dtype))
+    if B_k.dim() == 3:
+        B_k = B_k.unsqueeze(1)  # [B, N, L] -> [B, 1, N, L]: one group
+    return (_contiguous(u.to(dtype)), _contiguous(delta.to(dtype)), _contiguous(A.float()), B_k,
+            None if delta_bias is None else _contiguous(delta_bias.float()))
+
+
+def scan_cuda_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor],
+                      delta_softplus: bool) -> Tensor:
+    """Every state, ``(B, D, N, L)`` float32, from the CUDA kernel."""
+    _check_scan_cuda()
+    return _scan_cuda.fwd(*_kernel_inputs(u, delta, A, B, delta_bias), delta_softplus)
+
+
+def scan_cuda_backward(dstates: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor],
+                       delta_softplus: bool, states: Tensor) -> Tuple[Tensor, ...]:
+    """``(du, d delta, dA, dB, d delta_bias)`` in the inputs' dtypes (``None`` without a bias); the
+    kernel reads ``h_{t-1}`` from the forward's ``states`` instead of rescanning."""
+    _check_scan_cuda()
+    u_k, delta_k, A_k, B_k, bias_k = _kernel_inputs(u, delta, A, B, delta_bias)
+    du, ddelta, dA, dB, dbias = _scan_cuda.bwd(u_k, delta_k, A_k, B_k, bias_k, delta_softplus, _contiguous(states),
+                                               _contiguous(dstates.float()))
+    if B.dim() == 3:
+        dB = dB.squeeze(1)
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype),
+            None if delta_bias is None else dbias.to(delta_bias.dtype))
 
 
 class SelectiveScanStatesFn(torch.autograd.Function):
-    """CUDA selective scan returning every state; see :func:`selective_scan_states_ref`."""
+    """CUDA selective scan returning every state; see :func:`selective_scan_states_ref`. (The model
+    reaches the kernel through the ``a2mamba::selective_scan_states`` op of :mod:`ops.library`;
+    this Function serves direct calls.)"""
 
     @staticmethod
-    @_custom_fwd
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor],
                 delta_softplus: bool) -> Tensor:
-        _check_scan_cuda()
         _check_scan_args(u, delta, A, B, delta_bias)
-        # one input dtype for the kernel: the widest of u, delta and B
-        dtype = torch.promote_types(torch.promote_types(u.dtype, delta.dtype), B.dtype)
-        ctx.dtypes = (u.dtype, delta.dtype, A.dtype, B.dtype, None if delta_bias is None else delta_bias.dtype)
-        ctx.b_is_3d = B.dim() == 3
-        u_k = _contiguous(u.to(dtype))
-        delta_k = _contiguous(delta.to(dtype))
-        B_k = _contiguous(B.to(dtype))
-        if ctx.b_is_3d:
-            B_k = B_k.unsqueeze(1)  # [B, N, L] -> [B, 1, N, L]: one group
-        A_k = _contiguous(A.float())
-        bias_k = None if delta_bias is None else _contiguous(delta_bias.float())
-        states = _scan_cuda.fwd(u_k, delta_k, A_k, B_k, bias_k, delta_softplus)
-        # The states are the output; backward reads h_{t-1} from them instead of rescanning.
-        ctx.save_for_backward(u_k, delta_k, A_k, B_k, bias_k, states)
+        states = scan_cuda_forward(u, delta, A, B, delta_bias, delta_softplus)
+        ctx.save_for_backward(u, delta, A, B, delta_bias, states)
         ctx.delta_softplus = delta_softplus
         return states
 
     @staticmethod
-    @_custom_bwd
     def backward(ctx, dstates: Tensor):
         u, delta, A, B, delta_bias, states = ctx.saved_tensors
-        du, ddelta, dA, dB, ddelta_bias = _scan_cuda.bwd(u, delta, A, B, delta_bias, ctx.delta_softplus, states,
-                                                         _contiguous(dstates.float()))
-        if ctx.b_is_3d:
-            dB = dB.squeeze(1)
-        u_dtype, delta_dtype, A_dtype, B_dtype, bias_dtype = ctx.dtypes
-        return (du.to(u_dtype), ddelta.to(delta_dtype), dA.to(A_dtype), dB.to(B_dtype),
-                None if delta_bias is None else ddelta_bias.to(bias_dtype), None)
+        return (*scan_cuda_backward(dstates, u, delta, A, B, delta_bias, ctx.delta_softplus, states), None)
 
 
 def selective_scan_states_cuda(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,

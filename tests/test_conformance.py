@@ -2,7 +2,7 @@
 (float32, CPU, natten-0.17-exact attention, exact scan) with name-keyed weights.
 
 The goldens are checked on the CPU and, where CUDA is available, on the GPU with the fast
-backends (fused Triton attention, CUDA scan), in float32 with TF32 off."""
+backends (fused Triton attention, CUDA scan), eager and compiled, in float32 with TF32 off."""
 import importlib.util
 import json
 import os
@@ -36,7 +36,9 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                  reason='needs a CUDA GPU'))]
+                                                                  reason='needs a CUDA GPU')),
+           pytest.param('cuda-compiled', marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                   reason='needs a CUDA GPU'))]
 
 
 @pytest.fixture
@@ -68,18 +70,24 @@ def test_state_dict_matches_official_manifest(name):
 def test_golden_outputs(case, device, exact_float32):
     _require_conformance()
     golden = torch.load(conformance_dir() / f'{case}.pt', weights_only=False)
+    compiled = device.endswith('-compiled')
+    device = device.split('-')[0]
     model = official_model(golden['variant']).to(device)
+    # the fast path users get on a GPU: the whole model as one compiled graph around the kernels
+    run = torch.compile(model, fullgraph=True, dynamic=False) if compiled else model
+    features = torch.compile(model.forward_features, fullgraph=True, dynamic=False) if compiled \
+        else model.forward_features
     generator = torch.Generator().manual_seed(golden['x_seed'])
     x = torch.randn(*golden['shape'], generator=generator).to(device)
     if golden['mode'] == 'cls':
         with torch.no_grad():
-            outs = [model(x)]
+            outs = [run(x)]
     elif golden['mode'] == 'feat':
         with torch.no_grad():
-            outs = list(model.forward_features(x))
+            outs = list(features(x))
     else:
         x.requires_grad_(True)
-        outs = list(model.forward_features(x))
+        outs = list(features(x))
         weights = [torch.randn(o.shape, generator=generator).to(device) for o in outs]
         sum((o * w).sum() for o, w in zip(outs, weights)).backward()
     assert len(outs) == len(golden['out'])

@@ -238,7 +238,7 @@ def test_model_fast_backends_match_reference():
     torch.backends.cudnn.allow_tf32 = False
     model = create_model('a2mamba_n').cuda().eval()
     x = torch.randn(2, 3, 224, 160, device='cuda')
-    assert ops.runs_kernel('na2d', x)
+    assert not dispatch.uses_reference('na2d', x) and not dispatch.uses_reference('selective_scan_states', x)
     fast = model(x)
     with ops.use_backend('reference'):
         ref = model(x)
@@ -284,16 +284,20 @@ def test_triton_interpreter_on_cpu():
     assert proc.returncode == 0 and '6 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def test_failing_backend_falls_back_once(monkeypatch, caplog):
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """A copy of the backend registry (and no disabled backends) for tests that register doubles."""
+    monkeypatch.setattr(dispatch, '_REGISTRY', {op: list(entries) for op, entries in dispatch._REGISTRY.items()})
+    monkeypatch.setattr(dispatch, '_disabled', set())
+
+
+def test_kernel_that_cannot_run_here_falls_back_once(scratch_registry, caplog):
     calls = []
 
     def broken(*args):
         calls.append(1)
         raise RuntimeError('no kernel image is available for execution on the device')
 
-    registry = {op: list(entries) for op, entries in dispatch._REGISTRY.items()}
-    monkeypatch.setattr(dispatch, '_REGISTRY', registry)
-    monkeypatch.setattr(dispatch, '_disabled', set())
     dispatch.register_backend('na2d_av', 'broken', broken, lambda t: True)
     attn = torch.rand(1, 1, 6, 5, 9)
     value = torch.randn(1, 1, 6, 5, 4)
@@ -306,16 +310,59 @@ def test_failing_backend_falls_back_once(monkeypatch, caplog):
     assert sum('broken' in r.getMessage() for r in caplog.records) == 1
 
 
-def test_model_uses_fused_op_where_it_runs_a_kernel(monkeypatch):
+def test_other_kernel_errors_propagate_and_keep_the_kernel(scratch_registry):
+    """An out-of-memory error (or any error but a missing kernel) is the caller's: no silent switch
+    to the slower, hungrier reference, and the kernel stays in use."""
+    calls = []
+
+    def out_of_memory(*args):
+        calls.append(1)
+        raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+
+    dispatch.register_backend('na2d_av', 'oom', out_of_memory, lambda t: True)
+    attn, value = torch.rand(1, 1, 6, 5, 9), torch.randn(1, 1, 6, 5, 4)
+    for _ in range(2):
+        with pytest.raises(torch.OutOfMemoryError):
+            ops.na2d_av(attn, value, 3)
+    assert len(calls) == 2 and dispatch.resolve('na2d_av', value).name == 'oom'
+
+
+def test_forcing_is_per_op_and_per_thread(scratch_registry):
+    import threading
+
+    dispatch.register_backend('na2d_av', 'double', lambda a, v, k, d: ops.na2d_av_ref(a, v, k, d) * 2, lambda t: True)
+    attn, value = torch.rand(1, 1, 6, 5, 9), torch.randn(1, 1, 6, 5, 4)
+    seen = {}
+
+    def other_thread():
+        seen['other'] = dispatch.resolve('na2d_av', value).name
+
+    with ops.use_backend('reference', op='na2d_av'):
+        assert dispatch.resolve('na2d_av', value).name == 'reference'
+        assert dispatch.resolve('na2d_qk', value).name == 'reference'  # the only one on a CPU
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+    assert seen['other'] == 'double'
+    assert dispatch.resolve('na2d_av', value).name == 'double'
+    with pytest.raises(ValueError, match='unknown op'):
+        with ops.use_backend('reference', op='na2d_nope'):
+            pass
+
+
+def test_model_uses_fused_op_where_it_runs_a_kernel(scratch_registry):
     """With a kernel registered for ``na2d``, MASS calls it for all four aggregations (values
-    and states, both scales) and never materialises a map; the result equals the unfused path."""
+    and states, both scales) through the custom op and never materialises a map; the result
+    equals the eager reference path, which computes each map once."""
     from a2mamba_core import create_model
+    from ops.library import _na2d_reference_forward
 
     calls = []
 
-    def fused(*args):
-        calls.append(args[2].shape)
-        return ops.na2d_ref(*args)
+    def forward(query, key, value, rpb, kernel, dilation, tf32):
+        calls.append(value.shape)
+        out, lse = _na2d_reference_forward(query, key, value, rpb, kernel, dilation)
+        return ops.neighborhood_attention_fused.empty_in_layout(value).copy_(out), lse
 
     def no_maps(*args):
         raise AssertionError('the fused path must not compute attention maps')
@@ -324,18 +371,16 @@ def test_model_uses_fused_op_where_it_runs_a_kernel(monkeypatch):
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         unfused = model(x)
-    registry = {op: list(entries) for op, entries in dispatch._REGISTRY.items()}
-    monkeypatch.setattr(dispatch, '_REGISTRY', registry)
-    dispatch.register_backend('na2d', 'fused-test', fused, lambda t: True)
+    dispatch.register_backend('na2d', 'fused-test', ops.Kernel(forward, None), lambda t: True)
     dispatch.register_backend('na2d_qk', 'no-maps', no_maps, lambda t: True)
-    assert ops.runs_kernel('na2d', x)
+    assert not dispatch.uses_reference('na2d', x)
     with torch.no_grad():
         out = model(x)
     torch.testing.assert_close(out, unfused, rtol=1e-5, atol=1e-5)
     blocks = [len(stage.blocks) for stage in model.stages]
     assert len(calls) == 4 * sum(blocks[:3]) + 2 * blocks[3]
     with ops.use_backend('reference'):
-        assert not ops.runs_kernel('na2d', x)
+        assert dispatch.uses_reference('na2d', x)
 
 
 def test_forced_backend_that_cannot_run_raises():

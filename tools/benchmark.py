@@ -2,14 +2,22 @@
 
     python tools/benchmark.py                                   # CPU: params of all sizes, N/T forward at 224^2 batch 1
     python tools/benchmark.py --device cuda --batch-size 128 --amp bf16 --train \
-        --models a2mamba_n a2mamba_t a2mamba_s --yardsticks swin_tiny_patch4_window7_224 convnext_tiny
-    ... --compile                                               # the same under torch.compile (all models)
+        --models a2mamba_n a2mamba_t a2mamba_s --yardsticks swin_tiny_patch4_window7_224 convnext_tiny \
+        --modes eager compile cudagraphs --repeats 3
 
-Prints a Markdown table (the format of docs/BENCHMARKS.md) and the machine it ran on.
-Timing: warm-up iterations, then the median over ``--iters`` timed iterations (synchronised
-on GPU). Training steps are forward + backward + SGD step on random labels. ``--compile``
-wraps every model (yardsticks too) in ``torch.compile``; compilation happens in the warm-up,
-whose duration is printed. A2Mamba's own kernels run as opaque calls between compiled regions.
+Protocol, printed with the results: the card, torch/CUDA versions, dtype (autocast), the TF32
+setting, batch, image size, warm-up and timed iterations, and the mode. Every model, A2Mamba and
+the timm yardsticks alike, runs in every mode of ``--modes`` in the same process:
+
+* ``eager``: the model as it is;
+* ``compile``: ``torch.compile(model, dynamic=False)`` (Inductor's default mode);
+* ``cudagraphs``: ``torch.compile(model, mode='reduce-overhead', dynamic=False)``: the same, replayed
+  as CUDA graphs (no host work per kernel).
+
+Timing: ``--warmup`` steps (compilation happens there: its duration is printed as the first-step
+time), then the median over ``--iters`` timed steps, synchronised. ``--repeats`` repeats the timed
+part and reports min-max of the medians (the run-to-run spread). Training steps are forward +
+cross-entropy on random labels + backward + SGD step (the optimizer is not compiled).
 """
 import argparse
 import platform
@@ -27,9 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import a2mamba_core  # noqa: E402
 import ops  # noqa: E402
-
-SEED_PARAMS_M = {'a2mamba_n': 4, 'a2mamba_t': 15, 'a2mamba_s': 31, 'a2mamba_b': 51, 'a2mamba_l': 95}
-
 
 def machine_description(device: torch.device) -> str:
     if device.type == 'cuda':
@@ -68,20 +73,24 @@ def time_it(step: Callable[[], None], device: torch.device, warmup: int, iters: 
     return statistics.median(times)
 
 
-def model_steps(model: nn.Module, x: torch.Tensor, amp: str) -> Tuple[Callable[[], None], Callable[[], None]]:
+def model_steps(model: nn.Module, x: torch.Tensor, amp: str, new_step: Callable[[], None] = lambda: None
+                ) -> Tuple[Callable[[], None], Callable[[], None]]:
     """``(infer, train_step)`` on the batch ``x``: a no-grad forward, and forward + cross-entropy on
     random labels + backward + SGD step; both under autocast when ``amp`` is ``'bf16'``/``'fp16'``.
-    Shared with tools/profile_model.py, so the profile shows the steps timed here."""
+    ``new_step`` runs first in each (CUDA graphs: a new iteration begins). Shared with
+    tools/profile_model.py, so the profile shows the steps timed here."""
     amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
     autocast = (lambda: torch.autocast(x.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     labels = torch.randint(0, 1000, (x.shape[0],), device=x.device)
 
     def infer() -> None:
+        new_step()
         with torch.no_grad(), autocast():
             model(x)
 
     def train_step() -> None:
+        new_step()
         with autocast():
             loss = nn.functional.cross_entropy(model(x), labels)
         loss.backward()
@@ -91,26 +100,50 @@ def model_steps(model: nn.Module, x: torch.Tensor, amp: str) -> Tuple[Callable[[
     return infer, train_step
 
 
-def measure(name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+MODES = ('eager', 'compile', 'cudagraphs')
+
+
+def prepare(model: nn.Module, mode: str) -> Tuple[nn.Module, Callable[[], None]]:
+    """``model`` in ``mode`` and the per-step hook the mode needs."""
+    if mode == 'eager':
+        return model, lambda: None
+    if mode == 'compile':
+        return torch.compile(model, dynamic=False), lambda: None
+    if mode == 'cudagraphs':
+        return torch.compile(model, mode='reduce-overhead', dynamic=False), torch.compiler.cudagraph_mark_step_begin
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+
+
+def time_repeats(step: Callable[[], None], device: torch.device, args: argparse.Namespace,
+                 label: str) -> Tuple[float, float, float]:
+    """``(first_step_s, best_median_s, worst_median_s)`` over ``args.repeats`` timed runs."""
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    first = time.perf_counter() - start
+    medians = [time_it(step, device, max(args.warmup - 1, 0), args.iters) for _ in range(args.repeats)]
+    print(f'[{label}] first step {first:.1f} s, medians {", ".join(f"{m * 1e3:.1f}" for m in medians)} ms',
+          file=sys.stderr, flush=True)
+    return first, min(medians), max(medians)
+
+
+def measure(name: str, mode: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = build(name, args.image_size).to(device, memory_format=memory_format)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     x = x.contiguous(memory_format=memory_format)
-    if args.compile:
-        # static shapes: one specialisation per stage shape rather than dynamic-shape kernels
-        model = torch.compile(model, dynamic=False)
-    infer, train_step = model_steps(model, x, args.amp)
+    compiled, new_step = prepare(model, mode)
+    infer, train_step = model_steps(compiled, x, args.amp, new_step)
     result = {'params_m': params}
 
     model.eval()
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = time_it(infer, device, args.warmup, args.iters, f'{name} inference')
-    result['infer_s'] = seconds
-    result['infer_img_s'] = args.batch_size / seconds
-    # the row is printed after training; this line survives a run cut short while training compiles
-    print(f'[{name} inference] {result["infer_img_s"]:.1f} img/s', file=sys.stderr, flush=True)
+    result['infer_first_s'], best, worst = time_repeats(infer, device, args, f'{name} {mode} inference')
+    result['infer_img_s'] = (args.batch_size / worst, args.batch_size / best)
+    result['infer_s'] = best
     if device.type == 'cuda':
         result['infer_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
 
@@ -118,72 +151,87 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> Dict[s
         model.train()
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
-        seconds = time_it(train_step, device, args.warmup, args.iters, f'{name} training')
-        result['train_s'] = seconds
-        result['train_img_s'] = args.batch_size / seconds
+        result['train_first_s'], best, worst = time_repeats(train_step, device, args, f'{name} {mode} training')
+        result['train_img_s'] = (args.batch_size / worst, args.batch_size / best)
+        result['train_s'] = best
         if device.type == 'cuda':
             result['train_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-    del model
+    del model, compiled
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
     return result
+
+
+def span(values: Tuple[float, float]) -> str:
+    low, high = values
+    return f'{high:.0f}' if high - low < 0.005 * high else f'{low:.0f}-{high:.0f}'
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', nargs='+', default=['a2mamba_n', 'a2mamba_t'],
                         help='models to time (params are always listed for all five sizes)')
-    parser.add_argument('--yardsticks', nargs='*', default=[], help='timm models timed in the same run')
+    parser.add_argument('--yardsticks', nargs='*', default=[], help='timm models timed in the same run and modes')
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=['eager'])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--image-size', type=int, default=224)
     parser.add_argument('--amp', choices=['none', 'bf16', 'fp16'], default='none')
+    parser.add_argument('--tf32', choices=['default', 'on', 'off'], default='default',
+                        help="TF32 for float32 matmuls / convolutions (default: torch's, matmul off, cuDNN on)")
     parser.add_argument('--train', action='store_true', help='also time training steps')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--repeats', type=int, default=1, help='timed runs per model and mode (spread: min-max)')
     parser.add_argument('--threads', type=int, help='CPU threads (default: torch default)')
-    parser.add_argument('--compile', action='store_true', help='torch.compile every model (default mode)')
     parser.add_argument('--channels-last', action='store_true', help='model and input in channels_last memory format')
     parser.add_argument('--unfused-na', action='store_true',
                         help='disable the fused attention kernel: maps are stored and applied twice')
+    parser.add_argument('--params', action='store_true', help='also list the parameters of all five sizes')
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.unfused_na:
         ops.dispatch.disable('na2d', 'triton')
+    if args.tf32 != 'default':
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32 == 'on'
+    tf32 = f'matmul {torch.backends.cuda.matmul.allow_tf32}, cuDNN {torch.backends.cudnn.allow_tf32}'
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
-    if args.compile:
-        # the same code runs at 4 stage shapes, in eval and train mode, around A2Mamba's kernels
-        torch._dynamo.config.recompile_limit = 64
 
-    print(f'machine: {machine_description(device)}')
     probe = torch.empty(0, device=device)
-    print(f'ops backends: na2d={ops.backends("na2d")} (fused kernel here: {ops.runs_kernel("na2d", probe)}), '
-          f'scan={ops.backends("selective_scan_states")}, forced={ops.dispatch.forced_backend() or "auto"}\n')
-    print('| model | params (M) | seed table (M) |\n|---|---|---|')
-    for name in a2mamba_core.list_models():
-        params = sum(p.numel() for p in a2mamba_core.create_model(name).parameters()) / 1e6
-        print(f'| {name} | {params:.2f} | {SEED_PARAMS_M[name]} |')
-
-    print(f'\n{args.image_size}^2, batch {args.batch_size}, amp {args.amp}, {device.type}, '
-          f'median of {args.iters} after {args.warmup} warm-up'
-          + (', torch.compile' if args.compile else '') + (', channels_last' if args.channels_last else ''))
-    header = '| model | forward (s) | inference (img/s) |'
+    print(f'machine: {machine_description(device)}')
+    print(f'protocol: {args.image_size}^2, batch {args.batch_size}, autocast {args.amp}, TF32 ({tf32}), '
+          f'{args.warmup} warm-up + median of {args.iters} timed steps, {args.repeats} repeat(s), modes {args.modes}'
+          + (', channels_last' if args.channels_last else ''))
+    print(f'ops: na2d -> {ops.dispatch.resolve("na2d", probe).name}, '
+          f'scan -> {ops.dispatch.resolve("selective_scan_states", probe).name}\n')
+    if args.params:
+        print('| model | params (M) |\n|---|---|')
+        for name in a2mamba_core.list_models():
+            params = sum(p.numel() for p in a2mamba_core.create_model(name).parameters()) / 1e6
+            print(f'| {name} | {params:.2f} |')
+        print()
+    header = '| model | mode | inference (img/s) |'
     if device.type == 'cuda':
         header += ' infer peak mem (GiB) |'
     if args.train:
-        header += ' train step (s) | training (img/s) |' + (' train peak mem (GiB) |' if device.type == 'cuda' else '')
+        header += ' training (img/s) |' + (' train peak mem (GiB) |' if device.type == 'cuda' else '')
+    header += ' first step infer / train (s) |'
     print(header + '\n' + '|---' * (header.count('|') - 1) + '|')
-    for name in args.models + args.yardsticks:
-        r = measure(name, args, device)
-        row = f'| {name} | {r["infer_s"]:.4f} | {r["infer_img_s"]:.1f} |'
-        if device.type == 'cuda':
-            row += f' {r["infer_mem_gb"]:.2f} |'
-        if args.train:
-            row += f' {r["train_s"]:.4f} | {r["train_img_s"]:.1f} |'
+    for mode in args.modes:
+        for name in args.models + args.yardsticks:
+            r = measure(name, mode, args, device)
+            row = f'| {name} | {mode} | {span(r["infer_img_s"])} |'
             if device.type == 'cuda':
-                row += f' {r["train_mem_gb"]:.2f} |'
-        print(row, flush=True)
+                row += f' {r["infer_mem_gb"]:.2f} |'
+            if args.train:
+                row += f' {span(r["train_img_s"])} |'
+                if device.type == 'cuda':
+                    row += f' {r["train_mem_gb"]:.2f} |'
+            row += f' {r["infer_first_s"]:.1f} / {r.get("train_first_s", float("nan")):.1f} |'
+            print(row, flush=True)
 
 
 if __name__ == '__main__':

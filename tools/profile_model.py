@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=3)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--top', type=int, default=30, help='kernels listed per kind')
+    parser.add_argument('--mode', choices=['eager', 'compile'], default='eager',
+                        help='compile: torch.compile(model, dynamic=False), the kernels Inductor generates')
     parser.add_argument('--unfused-na', action='store_true',
                         help='disable the fused attention kernel: maps are stored and applied twice')
     args = parser.parse_args()
@@ -61,10 +63,12 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     model = a2mamba_core.create_model(args.model).cuda()
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device='cuda')
-    infer, train_step = model_steps(model, x, args.amp)
+    infer, train_step = model_steps(torch.compile(model, dynamic=False) if args.mode == 'compile' else model, x,
+                                    args.amp)
 
     print(f'{args.model}, {torch.cuda.get_device_name()}, batch {args.batch_size}, {args.image_size}^2, '
-          f'amp {args.amp}, fused attention: {ops.runs_kernel("na2d", x)}')
+          f'amp {args.amp}, mode {args.mode}, na2d -> {ops.dispatch.resolve("na2d", x).name}, '
+          f'scan -> {ops.dispatch.resolve("selective_scan_states", x).name}')
     model.eval()
     print('\n## inference\n\n' + '\n'.join(profile_steps(infer, args.steps, args.warmup, args.top)), flush=True)
     model.train()
