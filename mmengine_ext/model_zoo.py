@@ -10,18 +10,18 @@ own package, so for those pass :func:`get_config`'s path and the weights.
 Importing this module also registers an mmengine ``CheckpointLoader`` for the authors'
 release URLs (``load_from``, ``get_model(..., pretrained=True)``, inferencers): it shares the
 cache of mmengine's http loader, fails offline with a message naming the URL and where to put
-the file by hand, and loads with ``weights_only=True``.
+the file by hand, and accepts the weights bare or under ``model``/``state_dict``.
 """
 import fnmatch
 import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import torch
 from mmengine.fileio import load
 from mmengine.runner import CheckpointLoader
 
-from a2mamba_core.hub import RELEASE_URL, cached_path
+from a2mamba_core import read_checkpoint
+from a2mamba_core.hub import RELEASE_URL
 
 MODEL_INDEX = 'model-index.yml'
 
@@ -96,8 +96,10 @@ def get_weights(name: str) -> Optional[str]:
 
 
 def load_from_a2mamba_release(filename: str, map_location=None) -> dict:
-    """mmengine ``CheckpointLoader`` scheme for the authors' release URLs."""
-    return torch.load(cached_path(filename), map_location=map_location, weights_only=True)
+    """mmengine ``CheckpointLoader`` scheme for the authors' release URLs: the file is read by
+    :func:`a2mamba_core.read_checkpoint` (on the CPU; a bare state_dict or one under ``model`` or
+    ``state_dict``) and returned as ``{'state_dict': ...}``, the container mmengine unwraps."""
+    return {'state_dict': read_checkpoint(filename)}
 
 
 # A prefix longer than 'https://' takes precedence over mmengine's own http loader.
