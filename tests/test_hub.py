@@ -3,10 +3,8 @@
 A local HTTP server on 127.0.0.1 serves a random checkpoint in the authors' layout; every test
 points ``$TORCH_HOME`` at a temporary folder, so nothing outside it is read or written.
 """
-import http.server
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,47 +13,9 @@ import torch
 import a2mamba_core
 from a2mamba_core import DownloadError, cached_path, create_model, load_pretrained
 from a2mamba_core.hub import cache_file
+from checkpoint_server import CheckpointServer, official_checkpoint
 
 RELEASE = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/'
-
-
-class CheckpointServer:
-    """Serves the files of ``root`` on 127.0.0.1 in a thread; counts the GET requests per path."""
-
-    def __init__(self, root: Path, delay: float = 0.0):
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, directory=str(root), **kwargs)
-
-            def do_GET(self):
-                server.requests.append(self.path)
-                time.sleep(delay)
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.requests = []
-        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/'
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
-
-
-def official_checkpoint(name: str = 'a2mamba_n') -> torch.nn.Module:
-    """A model whose state_dict stands in for a released file: random, with the official names."""
-    model = create_model(name)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model.eval()
 
 
 @pytest.fixture
