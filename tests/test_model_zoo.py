@@ -243,12 +243,12 @@ def test_inference_model_by_name_and_with_a_model(source, tmp_path, torch_home, 
     place_in_cache(torch_home, 'a2mamba_nano.pth', source.state_dict())
     image = write_image(tmp_path)
     expected = reference_scores(source, image)
-    by_name = mmpretrain.inference_model('a2mamba-n_3rdparty_in1k', str(image), show_progress=False)
+    by_name = mmpretrain.inference_model('a2mamba-n_3rdparty_in1k', str(image))
     np.testing.assert_allclose(by_name['pred_scores'], expected, rtol=0, atol=1e-6)
     assert by_name['pred_label'] == int(expected.argmax())
     assert by_name['pred_class'] == IMAGENET_CATEGORIES[int(expected.argmax())]
     model = mmpretrain.get_model('a2mamba-n_3rdparty_in1k', pretrained=True)
-    with_model = mmpretrain.inference_model(model, str(image), show_progress=False)
+    with_model = mmpretrain.inference_model(model, str(image))
     np.testing.assert_allclose(with_model['pred_scores'], expected, rtol=0, atol=1e-6)
 
 
@@ -353,7 +353,7 @@ def test_documented_det_inferencer_call(tmp_path):
     config = model_zoo.get_config('cascade-mask-rcnn_a2mamba-n_fpn_nuclei-demo')
     trained = MODELS.build(Config.fromfile(config).model)
     weights = saved_weights(tmp_path, trained, ('nucleus', ))
-    inferencer = DetInferencer(model=config, weights=weights, device='cpu', show_progress=False)
+    inferencer = DetInferencer(model=config, weights=weights, device='cpu')
     for key, value in trained.state_dict().items():
         assert torch.equal(inferencer.model.state_dict()[key], value), key
     image = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
@@ -395,11 +395,13 @@ def test_wheel_carries_configs_index_and_license(tmp_path, index):
     assert 'Apache-2.0' in metadata
     # The unpacked wheel (not installed): the configs and the index come from its .mim.
     probe = ("from mmengine.config import Config; from mmengine_ext import model_zoo; import mmpretrain, "
-             "mmpretrain_ext; root = model_zoo.zoo_root(); print(root); "
-             "print(Config.fromfile(model_zoo.get_config('mask-rcnn_a2mamba-s_fpn_3x_coco')).model.backbone.arch); "
-             "print(mmpretrain.get_model('a2mamba-n_3rdparty_in1k').backbone.arch)")
+             "mmpretrain_ext; print('zoo:', model_zoo.zoo_root()); "
+             "cfg = Config.fromfile(model_zoo.get_config('mask-rcnn_a2mamba-s_fpn_3x_coco')); "
+             "print('zoo:', cfg.model.backbone.arch); "
+             "print('zoo:', mmpretrain.get_model('a2mamba-n_3rdparty_in1k').backbone.arch)")
     env = dict(os.environ, PYTHONPATH=str(tmp_path / 'site'), OMP_NUM_THREADS='1')
     run = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == [str(tmp_path / 'site' / 'mmengine_ext' / '.mim'), 'small', 'nano']
+    printed = [line.split(' ', 1)[1] for line in run.stdout.splitlines() if line.startswith('zoo: ')]
+    assert printed == [str(tmp_path / 'site' / 'mmengine_ext' / '.mim'), 'small', 'nano']
 
