@@ -26,7 +26,6 @@ from typing import List
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-
 ROOT = Path(__file__).parent
 FORCE_CUDA_ENV = 'A2MAMBA_FORCE_CUDA'
 BUILD_COMMAND = f'{FORCE_CUDA_ENV}=1 pip install --no-build-isolation -e .'
