@@ -2,6 +2,7 @@
 from .a2mamba import (A2SSM, DEFAULT_CFGS, MASS, MODEL_SPECS, A2Mamba, Block, LayerNorm2d, Stage, a2mamba_b,
                       a2mamba_l, a2mamba_n, a2mamba_s, a2mamba_t, create_model, list_models)
 from .checkpoint import load_pretrained, read_checkpoint
+from .hub import RELEASED_WEIGHTS, DownloadError, cached_path
 
 __version__ = '0.1.0'
 
@@ -9,4 +10,5 @@ __all__ = [
     'A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'LayerNorm2d', 'create_model', 'list_models',
     'MODEL_SPECS', 'DEFAULT_CFGS', 'load_pretrained', 'read_checkpoint',
     'a2mamba_n', 'a2mamba_t', 'a2mamba_s', 'a2mamba_b', 'a2mamba_l',
+    'RELEASED_WEIGHTS', 'cached_path', 'DownloadError',
 ]

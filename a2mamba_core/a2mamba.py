@@ -32,6 +32,9 @@ from torch.utils.checkpoint import checkpoint
 
 import ops
 
+from .checkpoint import load_pretrained
+from .hub import RELEASED_WEIGHTS
+
 __all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS']
 
 
@@ -520,7 +523,7 @@ DEFAULT_CFGS: Dict[str, dict] = {
     name: dict(input_size=(3, 224, 224), crop_pct=crop_pct, interpolation='bicubic',
                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
                first_conv='patch_embed.0', classifier='classifier.4',
-               checkpoint=f'a2mamba_{size}.pth', license='see the authors\' repository')
+               checkpoint=RELEASED_WEIGHTS[name], license='see the authors\' repository')
     for name, size, crop_pct in [('a2mamba_n', 'nano', 0.9), ('a2mamba_t', 'tiny', 0.9),
                                  ('a2mamba_s', 'small', 0.9), ('a2mamba_b', 'base', 0.95),
                                  ('a2mamba_l', 'large', 0.975)]
@@ -531,13 +534,22 @@ def list_models() -> List[str]:
     return sorted(MODEL_SPECS)
 
 
-def create_model(name: str, **kwargs) -> A2Mamba:
+def create_model(name: str, pretrained: Union[bool, str] = False, **kwargs) -> A2Mamba:
     """Builds ``a2mamba_{n,t,s,b,l}``; ``kwargs`` (``num_classes``, ``drop_path_rate``,
-    ``use_checkpoint``, ``in_chans``, ...) override the size's settings."""
+    ``use_checkpoint``, ``in_chans``, ...) override the size's settings.
+
+    ``pretrained=True`` then loads the size's released ImageNet-1k weights
+    (``DEFAULT_CFGS[name]['checkpoint']``, downloaded once into torch.hub's cache), a string
+    loads that checkpoint path or URL (:func:`~a2mamba_core.load_pretrained`; the released
+    weights have a 1000-class classifier)."""
     if name not in MODEL_SPECS:
         raise ValueError(f'unknown A2Mamba model {name!r}; choose one of {list_models()}')
     model = A2Mamba(**dict(MODEL_SPECS[name], **kwargs))
     model.default_cfg = DEFAULT_CFGS[name]
+    if not isinstance(pretrained, (bool, str)):
+        raise TypeError(f'pretrained must be a bool or a checkpoint path or URL, got {pretrained!r}')
+    if pretrained:
+        load_pretrained(model, DEFAULT_CFGS[name]['checkpoint'] if pretrained is True else pretrained)
     return model
 
 

@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .hub import cached_path
+
 logger = logging.getLogger('a2mamba')
 
 # Where each flavour of weights lives in a training checkpoint, in order of preference.
@@ -32,6 +34,7 @@ def read_checkpoint(path: str, weights: str = 'plain') -> Dict[str, Tensor]:
         RuntimeError: the file cannot be read as a checkpoint.
         KeyError: the requested weights are not in it.
     """
+    path = cached_path(path)  # an http(s) URL becomes its downloaded, cached copy
     if weights not in CHECKPOINT_KEYS:
         raise ValueError(f"weights must be one of {sorted(CHECKPOINT_KEYS)}, got {weights!r}")
     if not os.path.isfile(path):

@@ -5,6 +5,7 @@ registry, and ``mmpretrain_ext`` subclasses it for classification (no output nor
 authors' names (``patch_embed.*``, ``layers.N.*``), so the released classification checkpoints load
 unchanged; only the per-stage output norms (``norm{i}``) are new.
 """
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
@@ -14,6 +15,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from a2mamba_core import MODEL_SPECS, LayerNorm2d, create_model, load_pretrained
+from a2mamba_core.hub import is_url
 
 ARCHS: Dict[str, str] = {'nano': 'a2mamba_n', 'tiny': 'a2mamba_t', 'small': 'a2mamba_s',
                          'base': 'a2mamba_b', 'large': 'a2mamba_l'}
@@ -85,13 +87,19 @@ class A2MambaBackbone(BaseModule):
         init_cfg: ``None`` (random initialisation) or
             ``dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema'])`` to load an
             A2Mamba checkpoint (the authors' classification release, or a ``backbone.``-prefixed
-            one); the classifier is dropped, and a missing file raises.
+            one); the classifier is dropped, and a missing file raises. ``PATH`` may be an
+            ``http(s)://`` URL (downloaded once into torch.hub's cache).
+        pretrained: deprecated alias, as in mmdet/mmseg's own backbones: ``pretrained=PATH``
+            is ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``.
     """
 
     def __init__(self, arch: str = 'tiny', out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False, drop_path_rate: float = 0.0,
                  with_cp: Union[bool, Sequence[int]] = False, out_norms: bool = True, in_channels: int = 3,
-                 img_size: int = 224, torch_compile: Union[bool, dict] = False, init_cfg: Optional[dict] = None):
+                 img_size: int = 224, torch_compile: Union[bool, dict] = False, init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None):
+        if pretrained is not None:
+            init_cfg = _init_cfg_from_pretrained(pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
         if arch not in ARCHS:
             raise ValueError(f'unknown A2Mamba arch {arch!r}; choose one of {list(ARCHS)}')
@@ -212,3 +220,25 @@ class A2MambaBackbone(BaseModule):
 def _is_pretrained(init_cfg: Optional[Union[dict, list]]) -> bool:
     return isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
 
+
+def _init_cfg_from_pretrained(pretrained: str, init_cfg: Optional[dict]) -> dict:
+    """The ``init_cfg`` of the deprecated ``pretrained=PATH`` argument.
+
+    Raises:
+        TypeError: ``pretrained`` is not a string.
+        ValueError: ``init_cfg`` is set too, or ``pretrained`` names another model's weights
+            (``open-mmlab://``, ``torchvision://``: a base config's model-level ``pretrained``).
+    """
+    if not isinstance(pretrained, str):
+        raise TypeError(f'pretrained must be a checkpoint path or URL, or None; got {pretrained!r}')
+    # mmseg's segmentors hand their own `pretrained=` (e.g. a ResNet's in a ResNet-based base
+    # config) down to the backbone, so say where it comes from.
+    hint = 'set model.pretrained=None in the config if it comes from a base config\'s model-level pretrained='
+    if '://' in pretrained and not is_url(pretrained):
+        raise ValueError(f'pretrained={pretrained!r} is not an A2Mamba checkpoint (a path or http(s) URL); {hint}')
+    if init_cfg is not None:
+        raise ValueError(f'pretrained={pretrained!r} and init_cfg={init_cfg} are both set; give the checkpoint '
+                         f'only in init_cfg=dict(type=\'Pretrained\', checkpoint=...) and {hint}')
+    warnings.warn("A2MambaBackbone: pretrained= is deprecated, use init_cfg=dict(type='Pretrained', "
+                  f'checkpoint={pretrained!r})', FutureWarning, stacklevel=3)
+    return dict(type='Pretrained', checkpoint=pretrained)

@@ -1,6 +1,6 @@
 _base_ = './cascade-mask-rcnn_a2mamba-t_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/a2mamba_large.pth'
+checkpoint_file = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/a2mamba_large.pth'
 
 model = dict(
     backbone=dict(

@@ -4,8 +4,9 @@
 _base_ = 'mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py'
 
 custom_imports = dict(imports=['mmdet_ext'], allow_failed_imports=False)
-# The authors' ImageNet-1k weights (a2mamba_tiny.pth), see docs/detection.md.
-checkpoint_file = 'checkpoints/a2mamba_tiny.pth'
+# The authors' ImageNet-1k weights, downloaded once into torch.hub's cache
+# ($TORCH_HOME/hub/checkpoints; a local path works too), see docs/detection.md.
+checkpoint_file = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/a2mamba_tiny.pth'
 
 model = dict(
     backbone=dict(

@@ -1,6 +1,6 @@
 _base_ = './mask-rcnn_a2mamba-t_fpn_3x_coco.py'
 
-checkpoint_file = 'checkpoints/a2mamba_base.pth'
+checkpoint_file = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/a2mamba_base.pth'
 
 model = dict(
     backbone=dict(

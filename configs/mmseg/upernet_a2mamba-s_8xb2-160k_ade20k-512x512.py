@@ -1,6 +1,6 @@
 _base_ = './upernet_a2mamba-t_8xb2-160k_ade20k-512x512.py'
 
-checkpoint_file = 'checkpoints/a2mamba_small.pth'
+checkpoint_file = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/a2mamba_small.pth'
 
 model = dict(
     backbone=dict(

@@ -6,8 +6,9 @@
 _base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 
 custom_imports = dict(imports=['mmseg_ext'], allow_failed_imports=False)
-# The authors' ImageNet-1k weights (a2mamba_tiny.pth), see docs/segmentation.md.
-checkpoint_file = 'checkpoints/a2mamba_tiny.pth'
+# The authors' ImageNet-1k weights, downloaded once into torch.hub's cache
+# ($TORCH_HOME/hub/checkpoints; a local path works too), see docs/segmentation.md.
+checkpoint_file = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/a2mamba_tiny.pth'
 
 model = dict(
     backbone=dict(
