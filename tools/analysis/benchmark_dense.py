@@ -38,6 +38,7 @@ Configs are paths or ``mmdet::`` / ``mmseg::`` names resolved in the installed p
 """
 import argparse
 import gc
+import logging
 import math
 import os.path as osp
 import sys
@@ -240,7 +241,7 @@ def detection_batch(batch_size: int, size: Tuple[int, int], num_classes: int, nu
         16 px to half the short image side, log-uniformly, and aspect ratio 1:2 to 2:1.
     """
     from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import PolygonMasks
+    from mmdet.structures.mask import BitmapMasks, PolygonMasks
     from mmengine.structures import InstanceData
     rng = np.random.default_rng(seed)
     h, w = size
@@ -260,7 +261,9 @@ def detection_batch(batch_size: int, size: Tuple[int, int], num_classes: int, nu
                                  labels=torch.from_numpy(rng.integers(0, num_classes, num_instances)))
         if masks:
             polygons = PolygonMasks([[np.stack([x, y], 1).ravel()] for x, y in zip(xs, ys)], h, w)
-            instances.masks = polygons if masks == 'polygon' else polygons.to_bitmap()
+            # uint8 bitmaps, as LoadAnnotations decodes them (mmdet's padding rejects bool arrays)
+            instances.masks = polygons if masks == 'polygon' else \
+                BitmapMasks(polygons.to_ndarray().astype(np.uint8), h, w)
         sample = DetDataSample(metainfo=dict(img_id=index, img_shape=(h, w), ori_shape=(h, w),
                                              scale_factor=(1.0, 1.0), flip=False, flip_direction=None))
         sample.gt_instances = instances
@@ -316,7 +319,9 @@ def amp_dtype_of(cfg: Config) -> Optional[torch.dtype]:
 
 
 def dtype_label(dtype: Optional[torch.dtype]) -> str:
-    return {None: 'fp32', torch.float16: 'fp16 AMP', torch.bfloat16: 'bf16 AMP'}[dtype]
+    if dtype is None:
+        return 'fp32'
+    return {torch.float16: 'fp16', torch.bfloat16: 'bf16'}.get(dtype, str(dtype).replace('torch.', '')) + ' AMP'
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Callable[[], Any]:
@@ -455,7 +460,9 @@ class DenseBenchmark:
         size = tuple(args.size) if args.size else default_image_size(cfg, task)
         if task == 'mmseg' and args.size:
             cfg.model.data_preprocessor.size = size  # the training crop the preprocessor pads to
-        batch_size = args.batch_size or cfg.train_dataloader.batch_size
+        batch_size = args.batch_size or cfg.get('train_dataloader', {}).get('batch_size')
+        if not batch_size:
+            raise ValueError(f'{name}: the config sets no train_dataloader.batch_size; pass --batch-size')
         torch.backends.cudnn.benchmark = cfg.get('env_cfg', {}).get('cudnn_benchmark', False)  # as the Runner
         torch.manual_seed(0)
         dtype = amp_dtype_of(cfg)
@@ -566,6 +573,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Row]:
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no GPU is visible; pass --device cpu (tiny sizes) to run on the CPU')
+    from mmengine.logging import MMLogger
+    # init_weights logs a line per parameter at INFO, on stdout, between the table's rows
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
     header = table_header()
     new_file = bool(args.out) and (not osp.exists(args.out) or osp.getsize(args.out) == 0)
     if new_file:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One device call on one GPU (Python 3.12, torch 2.11 + CUDA 13, no network): A2Mamba-T beside
 # its peers on dense tasks, same card, batch and AMP (fp16 autocast for every config), random
-# weights, synthetic batches (tools/analysis/benchmark_dense.py):
-#   Mask R-CNN 1x:          A2Mamba-T vs mmdet's Swin-T       1333x800, batch 2
-#   Cascade Mask R-CNN 3x:  A2Mamba-T vs mmdet's ConvNeXt-T   1333x800, batch 2
-#   UperNet 160k:           A2Mamba-T vs mmseg's Swin-T       512x512,  batch 8
-# each as training steps and inference, plus every backbone alone (forward; forward+backward) at
-# the input its model's backbone sees (800x1344 after padding; 512x512).
+# weights, synthetic batches, in one process (tools/analysis/benchmark_dense.py):
+#   Mask R-CNN 1x:          A2Mamba-T vs mmdet's Swin-T       1333x800
+#   Cascade Mask R-CNN 3x:  A2Mamba-T vs mmdet's ConvNeXt-T   1333x800
+#   UperNet 160k:           A2Mamba-T vs mmseg's Swin-T       512x512
+# at the configs' own batch per GPU (2 images; BATCH overrides it), as training steps and
+# inference, plus every backbone alone (forward; forward+backward) at the input its model's
+# backbone sees (800x1344 after padding; 512x512).
 # First it builds, in parallel: the CUDA selective scan (in place) and mmcv with its CUDA ops
 # (setup_gpu_env.sh, about 5 min on 16 cores); meanwhile an A2Mamba-T pass at both input sizes
 # fills Triton's kernel cache, so the kernels' first compiles stay out of the timed budget.
@@ -33,13 +34,13 @@ A2MAMBA_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS=4 \
 scan_pid=$!
 # Torch and this repository only (the wheels are being installed meanwhile); the scan is not
 # built yet, so this pass runs its reference: only the Triton compiles matter here.
-PYTHONPATH="$PWD" python3 - >"$OUT/prewarm.log" 2>&1 <<'EOF' &
+PYTHONPATH="$PWD" python3 - >"$OUT/prewarm.log" 2>&1 <<EOF &
 import time
 import torch
 import a2mamba_core
 start = time.perf_counter()
 model = a2mamba_core.create_model('a2mamba_t', num_classes=0).cuda()
-for batch, h, w in ((2, 800, 1344), (8, 512, 512)):
+for batch, h, w in ((${BATCH:-2}, 800, 1344), (${BATCH:-2}, 512, 512)):
     x = torch.randn(batch, 3, h, w, device='cuda')
     with torch.autocast('cuda', dtype=torch.float16):
         model.train()
@@ -58,24 +59,17 @@ echo "[dense_bench] scan built, mmcv ready at $SECONDS s" | tee -a "$log"
 wait "$prewarm_pid" || echo "[dense_bench] the Triton prewarm failed (see prewarm.log); compiles fall into the timed loops" | tee -a "$log"
 cat "$OUT/prewarm.log" >>"$log"
 
-bench() {  # bench SECONDS ARGS...: one benchmark_dense.py process, killed 20 s after its budget
-    local seconds=$1
-    shift
-    timeout $((seconds + 20)) python3 tools/analysis/benchmark_dense.py "$@" --amp fp16 \
-        --modes train infer backbone-fwd backbone-train --iters "$ITERS" --warmup "$WARMUP" \
-        --budget-s "$seconds" --out "$table" 2>&1 | tee -a "$log"
-}
-left=$((BUDGET_S - SECONDS - 50))  # 50 s: the two processes' start and the last loops' overrun
-if ((left < 20)); then echo "only $((left + 50)) s left after the builds: no time to benchmark" >&2; exit 1; fi
+left=$((BUDGET_S - SECONDS - 30))  # 30 s: the process's start and the last loop's overrun
+if ((left < 20)); then echo "only $((left + 30)) s left after the builds: no time to benchmark" >&2; exit 1; fi
 status=0
-# 14 timed loops for detection (the cascade's A2Mamba-T backbone is the Mask R-CNN's), 8 for UperNet
-bench $((left * 14 / 22)) --batch-size 2 \
+timeout $((left + 25)) python3 tools/analysis/benchmark_dense.py --amp fp16 ${BATCH:+--batch-size "$BATCH"} \
+    --modes train infer backbone-fwd backbone-train --iters "$ITERS" --warmup "$WARMUP" --budget-s "$left" \
+    --out "$table" \
     configs/mmdet/mask-rcnn_a2mamba-t_fpn_1x_coco.py mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py \
     configs/mmdet/cascade-mask-rcnn_a2mamba-t_fpn_3x_coco.py \
-    mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py || status=1
-left=$((BUDGET_S - SECONDS - 25))
-if ((left < 10)); then echo "no time left for UperNet" >&2; exit 1; fi
-bench "$left" --batch-size 8 configs/mmseg/upernet_a2mamba-t_8xb2-160k_ade20k-512x512.py \
-    mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py || status=1
+    mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py \
+    configs/mmseg/upernet_a2mamba-t_8xb2-160k_ade20k-512x512.py \
+    mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py 2>&1 | tee -a "$log" \
+    || status=1
 echo "[dense_bench] done at $SECONDS s of $BUDGET_S" | tee -a "$log"
 exit "$status"
