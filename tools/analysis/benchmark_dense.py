@@ -11,12 +11,13 @@ optimizer wrapper, then times
   config's optimizer wrapper says (``AmpOptimWrapper``: autocast) unless ``--amp`` overrides it;
   every loss is checked finite on every iteration;
 * ``backbone-fwd`` / ``backbone-train``: the config's backbone alone (forward under ``no_grad``;
-  forward + backward of the mean of its outputs), at the size the model's backbone sees.
+  forward + backward of the mean of its outputs), at the size the model's backbone sees; a
+  backbone already timed in the run (same settings, input, batch and dtype) is not timed again.
 
-Batches are synthetic but shaped as the real ones. Detection: images of the size the config's
-test ``Resize`` gives (COCO: 800x1333), each with ``--instances`` objects (boxes of COCO-like sizes
-and aspect ratios, labels, polygon masks inside the boxes, rasterised to bitmaps unless the
-config loads polygons: ``poly2mask=False``), when the model has a mask head. Segmentation: crops
+Batches are synthetic but shaped as the real ones. Detection: images of the largest size the
+config's test ``Resize`` gives (COCO: 800x1333), each with ``--instances`` objects (boxes of
+COCO-like sizes and aspect ratios, labels, polygon masks inside the boxes, rasterised to bitmaps
+unless the config loads polygons: ``poly2mask=False``), when the model has a mask head. Segmentation: crops
 of the config's training size (ADE20K: 512x512) with piecewise-constant label maps over the
 decode head's classes and some ignored (255) regions. Each mode runs ``--warmup`` untimed
 iterations, then ``--iters`` timed ones (synchronised at both ends); ``--budget-s`` bounds the
@@ -34,7 +35,7 @@ Configs are paths or ``mmdet::`` / ``mmseg::`` names resolved in the installed p
         mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py --amp fp16 --batch-size 2 \\
         --modes train infer backbone-fwd backbone-train --out bench.md
     python tools/analysis/benchmark_dense.py configs/mmseg/upernet_a2mamba-n_nuclei-demo.py \\
-        --device cpu --amp fp32 --batch-size 1 --size 64 64 --warmup 1 --iters 2
+        --device cpu --amp fp32 --batch-size 2 --size 64 64 --warmup 1 --iters 2
 """
 import argparse
 import gc
@@ -69,8 +70,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='what to time for each config (default: train infer)')
     parser.add_argument('--batch-size', type=int, help="images per step (default: the config's training batch)")
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
-                        help="image size (default: what the config's test Resize gives a 4:3 COCO image, "
-                             "or its segmentation crop)")
+                        help="image size (default: the largest image the config's test Resize gives, "
+                             "800x1333 for COCO's, or its segmentation crop)")
     parser.add_argument('--backbone-size', type=int, nargs=2, metavar=('H', 'W'),
                         help="backbone-alone input (default: the image size padded as the config's data "
                              'preprocessor pads it, i.e. what the model\'s backbone sees)')
@@ -168,8 +169,8 @@ def task_of(cfg: Config) -> str:
 
 
 def default_image_size(cfg: Config, task: str) -> Tuple[int, int]:
-    """``(H, W)`` of a synthetic image: the largest a 4:3 landscape image gets from the test
-    ``Resize`` (detection: 800x1333 for COCO's scale (1333, 800)), or the training crop
+    """``(H, W)`` of a synthetic image: the largest landscape image the test ``Resize`` gives
+    (detection: 800x1333 for COCO's scale (1333, 800) with ``keep_ratio``), or the training crop
     (segmentation: the data preprocessor's ``size``).
 
     Raises:

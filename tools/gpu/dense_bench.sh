@@ -16,11 +16,13 @@
 #   BUDGET_S (default 360) bounds the whole script, builds included: the time left after them is
 #       shared out among the timed loops, each of which stops early at its share.
 #   ITERS (default 100) and WARMUP (default 3): timed and untimed iterations per loop.
+#   MODES (default "train infer backbone-fwd backbone-train"): fewer loops share the time left.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 BUDGET_S="${BUDGET_S:-360}"
 ITERS="${ITERS:-100}"
 WARMUP="${WARMUP:-3}"
+MODES="${MODES:-train infer backbone-fwd backbone-train}"
 OUT="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1
 table="$OUT/dense_bench.md"
@@ -63,7 +65,7 @@ left=$((BUDGET_S - SECONDS - 30))  # 30 s: the process's start and the last loop
 if ((left < 20)); then echo "only $((left + 30)) s left after the builds: no time to benchmark" >&2; exit 1; fi
 status=0
 timeout $((left + 25)) python3 tools/analysis/benchmark_dense.py --amp fp16 ${BATCH:+--batch-size "$BATCH"} \
-    --modes train infer backbone-fwd backbone-train --iters "$ITERS" --warmup "$WARMUP" --budget-s "$left" \
+    --modes $MODES --iters "$ITERS" --warmup "$WARMUP" --budget-s "$left" \
     --out "$table" \
     configs/mmdet/mask-rcnn_a2mamba-t_fpn_1x_coco.py mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py \
     configs/mmdet/cascade-mask-rcnn_a2mamba-t_fpn_3x_coco.py \
