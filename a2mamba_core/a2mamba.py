@@ -406,8 +406,13 @@ class Stage(nn.Module):
         pos_enc = self.rope(x.shape[2], x.shape[3])
         for i, block in enumerate(self.blocks):
             if i < self.use_checkpoint and x.requires_grad:
-                x = checkpoint(block, x, pos_enc, use_reentrant=False,
-                               context_fn=lambda block=block: (nullcontext(), _BatchNormBuffersAside(block)))
+                if torch.compiler.is_compiling():
+                    # a compiled checkpoint is a graph region whose recomputation does not apply
+                    # the buffer updates again (and Dynamo rejects a context_fn)
+                    x = checkpoint(block, x, pos_enc, use_reentrant=False)
+                else:
+                    x = checkpoint(block, x, pos_enc, use_reentrant=False,
+                                   context_fn=lambda block=block: (nullcontext(), _BatchNormBuffersAside(block)))
             else:
                 x = block(x, pos_enc)
         return x

@@ -87,9 +87,11 @@ def load_checkpoint_file(path: str) -> object:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:  # a legacy (non-zip) file: torch's message names the global
             names = []
-        found = f'it holds {names}, which are' if names else 'it holds objects'
         # torch's message goes on to suggest weights_only=False; only its diagnosis is kept
         reason = str(exc).split('WeightsUnpickler error:')[-1].split('Check the documentation')[0].strip()
+        if not names and not any(word in reason for word in ('global', 'safe_globals', 'unrecognized')):
+            raise RuntimeError(f'cannot read A2Mamba checkpoint {path!r}: {reason}') from exc
+        found = f'it holds {names}, which are' if names else 'it holds objects'
         raise RuntimeError(
             f'refusing to unpickle {path!r}: {found} not on the allow-list of checkpoint contents (tensors, '
             'containers, numpy arrays and scalars, and after `import mmengine_ext` or any A2Mamba plugin, '
