@@ -495,7 +495,8 @@ class A2Mamba(nn.Module):
         if not _is_int(in_chans) or in_chans < 1:
             raise ValueError(f'in_chans must be a positive int, got {in_chans!r}')
         use_checkpoint = checkpoint_counts(use_checkpoint, depths)
-        image_size = (image_size, image_size) if _is_int(image_size) else tuple(image_size)
+        image_size = ((image_size, image_size) if _is_int(image_size)
+                      else tuple(image_size) if isinstance(image_size, Sequence) else ())
         if len(image_size) != 2 or not all(_is_int(side) and side > 0 for side in image_size):
             raise ValueError(f'image_size must be a positive int or (height, width), got {image_size!r}')
         self.in_chans = in_chans

@@ -226,10 +226,12 @@ def test_runner_checkpoint_through_mmengine_and_mmpretrain_apis(runs):
     assert 0 <= result['pred_label'] < 10 and len(result['pred_scores']) == 10
 
 
-def runner_checkpoint_for(model: torch.nn.Module, runner_checkpoint: Path, path: Path) -> dict:
-    """The Runner checkpoint's metadata (message hub, optimizer, EMA, ...) around ``model``'s weights."""
+def runner_checkpoint_for(cfg: Config, model: torch.nn.Module, runner_checkpoint: Path, path: Path) -> dict:
+    """The Runner checkpoint's metadata (message hub, optimizer, EMA, ...) around ``model``'s weights
+    and the dataset meta of ``cfg``, as a Runner training that config would write."""
     checkpoint = torch.load(runner_checkpoint)
     checkpoint['state_dict'] = model.state_dict()
+    checkpoint['meta']['dataset_meta'] = dict(cfg.metainfo)
     torch.save(checkpoint, path)
     return checkpoint['state_dict']
 
@@ -240,7 +242,8 @@ def test_runner_checkpoint_through_mmdet_apis(runs, tmp_path, fast_weight_init):
     from mmdet.registry import MODELS
     init_default_scope('mmdet')
     path = tmp_path / 'det.pth'
-    state_dict = runner_checkpoint_for(MODELS.build(Config.fromfile(str(DET_DEMO)).model), runs['checkpoint'], path)
+    cfg = Config.fromfile(str(DET_DEMO))
+    state_dict = runner_checkpoint_for(cfg, MODELS.build(cfg.model), runs['checkpoint'], path)
     assert_weights_of(init_detector(str(DET_DEMO), str(path), device='cpu'), state_dict, 'backbone.')
     assert_weights_of(DetInferencer(str(DET_DEMO), str(path), device='cpu', show_progress=False).model, state_dict,
                       'backbone.')
@@ -252,7 +255,8 @@ def test_runner_checkpoint_through_mmseg_apis(runs, tmp_path, fast_weight_init):
     from mmseg.registry import MODELS
     init_default_scope('mmseg')
     path = tmp_path / 'seg.pth'
-    state_dict = runner_checkpoint_for(MODELS.build(Config.fromfile(str(SEG_DEMO)).model), runs['checkpoint'], path)
+    cfg = Config.fromfile(str(SEG_DEMO))
+    state_dict = runner_checkpoint_for(cfg, MODELS.build(cfg.model), runs['checkpoint'], path)
     assert_weights_of(init_model(str(SEG_DEMO), str(path), device='cpu'), state_dict, 'backbone.')
     assert_weights_of(MMSegInferencer(str(SEG_DEMO), str(path), device='cpu').model, state_dict, 'backbone.')
 
@@ -295,7 +299,7 @@ def test_test_tool_checks_the_checkpoint_against_the_model(runs, tmp_path):
         test_tool.check_checkpoint_fits(model, str(nan))
 
 
-def test_test_tool_evaluates_a_complete_checkpoint(runs, tmp_path, monkeypatch, capsys):
+def test_test_tool_evaluates_a_complete_checkpoint(runs, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, 'argv', ['test.py', str(runs['config']), str(runs['checkpoint']),
                                       '--work-dir', str(tmp_path / 'w')])
     test_tool.main()
