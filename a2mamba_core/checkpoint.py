@@ -13,6 +13,7 @@ another shape, raises with the keys. The classifier (``head_prefixes``) may be a
 for another number of classes, and the stage-4 global attention bias of another training
 resolution is resized, as the model's forward would resize it; ``strict=False`` loads what fits.
 """
+import importlib
 import logging
 import os
 import pickle
@@ -38,13 +39,14 @@ MAX_LISTED_KEYS = 50
 
 
 def _numpy_safe_globals() -> list:
-    """numpy's pickle reconstructors for arrays, scalars and dtypes, under numpy 2's module path
-    and numpy 1's (``numpy.core``), which checkpoints saved with numpy 1 name. They rebuild
+    """numpy's pickle reconstructors for arrays, scalars and dtypes, under both module paths
+    (``numpy.core`` in files saved with numpy 1, ``numpy._core`` with numpy 2). They rebuild
     values only; an object array's elements pass through the same restricted unpickler."""
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-    entries = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
+    multiarray = importlib.import_module('numpy._core.multiarray' if np.lib.NumpyVersion(np.__version__) >= '2.0.0'
+                                         else 'numpy.core.multiarray')
+    entries = [np.ndarray, np.dtype]
     for name in ('_reconstruct', 'scalar'):
-        entries.append((getattr(multiarray, name), f'numpy.core.multiarray.{name}'))
+        entries += [(getattr(multiarray, name), f'numpy.{package}.multiarray.{name}') for package in ('core', '_core')]
     # numpy >= 1.25 gives each dtype its own class (numpy.dtypes.Float64DType, ...): a pickled
     # dtype is rebuilt through np.dtype and then has its state set, which the unpickler allows
     # only for listed types
@@ -199,7 +201,8 @@ def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, Tensor], sou
               for k in mismatched}
     result = model.load_state_dict(state_dict, strict=False)
     head = tuple(head_prefixes)
-    missing = [k for k in result.missing_keys if not k.startswith(head)]
+    # the tensors of another shape were taken out, so they are among the missing keys
+    missing = [k for k in result.missing_keys if not k.startswith(head) and k not in shapes]
     wrong_shape = [shapes[k] for k in mismatched if not k.startswith(head)]
     if strict and (missing or wrong_shape):
         problems = []
@@ -214,14 +217,14 @@ def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, Tensor], sou
     if details:
         logger.warning('%s: %d tensors of another shape (left as initialised): %s', source, len(details),
                        _listing(details))
-    if result.missing_keys:
-        logger.warning('%s: %d missing keys (left as initialised): %s', source, len(result.missing_keys),
-                       _listing(list(result.missing_keys)))
+    absent = [k for k in result.missing_keys if k not in shapes]
+    if absent:
+        logger.warning('%s: %d missing keys (left as initialised): %s', source, len(absent), _listing(absent))
     if result.unexpected_keys:
         logger.warning('%s: %d unexpected keys (ignored): %s', source, len(result.unexpected_keys),
                        _listing(list(result.unexpected_keys)))
     logger.info('loaded %d tensors from %s', len(matched) - len(mismatched), source)
-    return LoadResult(list(result.missing_keys) + mismatched, list(result.unexpected_keys))
+    return LoadResult(list(result.missing_keys), list(result.unexpected_keys))
 
 
 def load_pretrained(model: nn.Module, path: str, weights: str = 'plain',
