@@ -193,8 +193,8 @@ def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, Tensor], sou
     state_dict = dict(state_dict)
     for key in matched:
         value, target = state_dict[key], own[key]
-        if (key.endswith(GLOBAL_BIAS_SUFFIX) and value.dim() == target.dim() == 4 and value.shape[:2] == target.shape[:2]
-                and value.shape[2:] != target.shape[2:] and target.shape[2] == target.shape[3]):
+        if (key.endswith(GLOBAL_BIAS_SUFFIX) and value.dim() == target.dim() == 4
+                and value.shape[:2] == target.shape[:2] and value.shape[2:] != target.shape[2:]):
             state_dict[key] = resize_global_bias(value, target.shape[2])
     mismatched = [k for k in matched if state_dict[k].shape != own[k].shape]
     shapes = {k: f'{k}: {tuple(state_dict.pop(k).shape)} in the file, {tuple(own[k].shape)} in the model'

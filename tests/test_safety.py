@@ -82,7 +82,8 @@ def write_digits(root: Path) -> None:
 
 def tiny_mnist_config(tmp: Path, data_root: Path, checkpoint: dict) -> Path:
     """The demo config on a few images, with ``checkpoint`` overriding its CheckpointHook."""
-    loader = f'dict(batch_size={BATCH}, num_workers=0, persistent_workers=False, dataset=dict(data_root={str(data_root)!r}))'
+    loader = (f'dict(batch_size={BATCH}, num_workers=0, persistent_workers=False, '
+              f'dataset=dict(data_root={str(data_root)!r}))')
     path = tmp / 'tiny_mnist.py'
     path.write_text(f'_base_ = [{str(MNIST)!r}]\n'
                     f'train_dataloader = {loader}\nval_dataloader = {loader}\ntest_dataloader = {loader}\n'
@@ -142,8 +143,8 @@ def test_the_payload_runs_under_plain_unpickling(tmp_path):
 
 
 @pytest.mark.parametrize('path', ['load_pretrained', 'read_checkpoint', 'A2MambaBackbone init_cfg',
-                                  'mmpretrain A2Mamba init_cfg', 'convert_checkpoint', 'convert_checkpoint --to official',
-                                  'mmengine load_checkpoint'])
+                                  'mmpretrain A2Mamba init_cfg', 'convert_checkpoint',
+                                  'convert_checkpoint --to official', 'mmengine load_checkpoint'])
 def test_a_malicious_checkpoint_is_refused_without_running(tmp_path, path):
     evil = tmp_path / 'evil.pth'
     marker = malicious_checkpoint(evil, nano_state_dict())
