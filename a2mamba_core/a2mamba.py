@@ -21,6 +21,7 @@ clamped to the map; rpb indexing unchanged) and the second scale's dilation is a
 1, which changes nothing where the official model runs (see :mod:`ops.neighborhood_attention`).
 """
 import math
+from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -28,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 import ops
@@ -35,7 +37,8 @@ import ops
 from .checkpoint import load_pretrained
 from .hub import RELEASED_WEIGHTS
 
-__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS']
+__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS',
+           'checkpoint_counts']
 
 
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
@@ -344,10 +347,37 @@ class Block(nn.Module):
         return x + self.drop_path(scale(branch))
 
 
+class _BatchNormBuffersAside:
+    """Context of a checkpointed block's recomputation in backward: its BatchNorms update fresh
+    copies of their running statistics, and the originals are put back on exit. The recomputed
+    forward is then the original one, op for op (batch statistics, the same saved tensors), but
+    the running statistics and ``num_batches_tracked`` advance once per step, as without
+    checkpointing. Copies rather than a write-back: the originals' version counters stay
+    untouched, and any number of forwards may precede the backward."""
+
+    def __init__(self, module: nn.Module):
+        self.batch_norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        self.originals: List[Tuple[nn.Module, str, Tensor]] = []
+
+    def __enter__(self) -> None:
+        for module in self.batch_norms:
+            for name in ('running_mean', 'running_var', 'num_batches_tracked'):
+                buffer = getattr(module, name)
+                if buffer is not None:
+                    self.originals.append((module, name, buffer))
+                    setattr(module, name, buffer.clone())
+
+    def __exit__(self, *exc_info) -> None:
+        for module, name, buffer in self.originals:
+            setattr(module, name, buffer)
+        self.originals = []
+
+
 class Stage(nn.Module):
     """The blocks of one resolution, sharing one RoPE (the authors' ``BasicLayer``).
 
-    ``use_checkpoint``: how many of the first blocks recompute activations in backward.
+    ``use_checkpoint``: how many of the first blocks recompute activations in backward (their
+    BatchNorm statistics are updated once per step all the same).
     """
 
     def __init__(self, embed_dim: int, depth: int, num_heads: int, use_checkpoint: int = 0,
@@ -365,7 +395,13 @@ class Stage(nn.Module):
         pos_enc = self.rope(x.shape[2], x.shape[3])
         for i, block in enumerate(self.blocks):
             if i < self.use_checkpoint and x.requires_grad:
-                x = checkpoint(block, x, pos_enc, use_reentrant=False)
+                if torch.compiler.is_compiling():
+                    # a compiled checkpoint is a graph region whose recomputation does not apply
+                    # the buffer updates again (and Dynamo rejects a context_fn)
+                    x = checkpoint(block, x, pos_enc, use_reentrant=False)
+                else:
+                    x = checkpoint(block, x, pos_enc, use_reentrant=False,
+                                   context_fn=lambda block=block: (nullcontext(), _BatchNormBuffersAside(block)))
             else:
                 x = block(x, pos_enc)
         return x
@@ -382,6 +418,37 @@ def stem(in_chans: int, embed_dim: int) -> nn.Sequential:
                          *conv_bn(half, embed_dim, 2), nn.GELU(), *conv_bn(embed_dim, embed_dim, 1))
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def checkpoint_counts(use_checkpoint: Union[bool, int, Sequence[int]], depths: Sequence[int]) -> List[int]:
+    """Per stage, how many leading blocks recompute their activations in backward.
+
+    Args:
+        use_checkpoint: ``True`` (every block; ``with_cp=True`` of the mm backbones) or
+            ``False``; an int ``n`` in ``[0, max(depths)]`` (the first ``n`` blocks of each
+            stage, all of a shorter one); or one count in ``[0, depth]`` per stage.
+        depths: blocks per stage.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if isinstance(use_checkpoint, bool):
+        return list(depths) if use_checkpoint else [0] * len(depths)
+    if _is_int(use_checkpoint):
+        if not 0 <= use_checkpoint <= max(depths):
+            raise ValueError(f'use_checkpoint={use_checkpoint} is outside [0, {max(depths)}] (the deepest stage '
+                             f'has {max(depths)} blocks)')
+        return [min(use_checkpoint, depth) for depth in depths]
+    counts = list(use_checkpoint) if isinstance(use_checkpoint, Sequence) else None
+    if (counts is None or len(counts) != len(depths)
+            or not all(_is_int(c) and 0 <= c <= d for c, d in zip(counts, depths))):
+        raise ValueError(f'use_checkpoint must be a bool, an int, or {len(depths)} block counts each between 0 and '
+                         f'the stage depth {tuple(depths)}; got {use_checkpoint!r}')
+    return counts
+
+
 class A2Mamba(nn.Module):
     """A2Mamba backbone and classifier.
 
@@ -392,7 +459,8 @@ class A2Mamba(nn.Module):
         image_size: training resolution; sizes the stage-4 global bias (resized at run time).
         num_classes: classes of the head; 0 keeps the head's conv-BN-SiLU-pool only.
         drop_path_rate: stochastic depth, rising linearly over all blocks to this rate.
-        use_checkpoint: int or per stage: how many leading blocks recompute in backward.
+        use_checkpoint: activation checkpointing (see :func:`checkpoint_counts`): ``True`` for
+            every block, an int for that many leading blocks of each stage, or one count per stage.
         in_chans: input channels.
         projection: channels of the head's hidden 1x1 conv.
     """
@@ -402,16 +470,24 @@ class A2Mamba(nn.Module):
                  layer_scales: Sequence[Optional[str]] = (None,) * 4,
                  layer_scale_inits: Sequence[float] = (1.0,) * 4, image_size: Union[int, Tuple[int, int]] = 224,
                  num_classes: int = 1000, drop_path_rate: float = 0.0,
-                 use_checkpoint: Union[int, Sequence[int]] = 0, in_chans: int = 3, projection: int = 1024):
+                 use_checkpoint: Union[bool, int, Sequence[int]] = 0, in_chans: int = 3, projection: int = 1024):
         super().__init__()
         num_stages = len(depths)
         if not all(len(v) == num_stages for v in (embed_dims, num_heads, window_sizes, mlp_ratios)):
             raise ValueError('embed_dims, depths, num_heads, window_sizes and mlp_ratios need one value per stage')
-        if isinstance(use_checkpoint, int):
-            use_checkpoint = [use_checkpoint] * num_stages
-        if len(use_checkpoint) != num_stages:
-            raise ValueError(f'use_checkpoint needs {num_stages} values, got {use_checkpoint}')
-        image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if not _is_int(num_classes) or num_classes < 0:
+            raise ValueError(f'num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}')
+        if (isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float))
+                or not 0.0 <= drop_path_rate < 1.0):
+            # at 1 every residual branch is dropped and the rescaling divides by zero
+            raise ValueError(f'drop_path_rate must be a number in [0, 1), got {drop_path_rate!r}')
+        if not _is_int(in_chans) or in_chans < 1:
+            raise ValueError(f'in_chans must be a positive int, got {in_chans!r}')
+        use_checkpoint = checkpoint_counts(use_checkpoint, depths)
+        image_size = ((image_size, image_size) if _is_int(image_size)
+                      else tuple(image_size) if isinstance(image_size, Sequence) else ())
+        if len(image_size) != 2 or not all(_is_int(side) and side > 0 for side in image_size):
+            raise ValueError(f'image_size must be a positive int or (height, width), got {image_size!r}')
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.embed_dims = list(embed_dims)

@@ -85,10 +85,12 @@ class A2MambaBackbone(BaseModule):
             (``dynamic=False``): each new input size compiles again, so it suits fixed-size
             training (classification) best.
         init_cfg: ``None`` (random initialisation) or
-            ``dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema'])`` to load an
-            A2Mamba checkpoint (the authors' classification release, or a ``backbone.``-prefixed
-            one); the classifier is dropped, and a missing file raises. ``PATH`` may be an
-            ``http(s)://`` URL (downloaded once into torch.hub's cache).
+            ``dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema'][, strict=True])`` to
+            load an A2Mamba checkpoint (the authors' classification release, or a
+            ``backbone.``-prefixed one); the classifier is dropped. A missing file raises, and so
+            does, unless ``strict=False``, a checkpoint that leaves a weight of the backbone
+            (other than the output norms) unloaded or holds one of another shape. ``PATH`` may be
+            an ``http(s)://`` URL (downloaded once into torch.hub's cache).
         pretrained: deprecated alias, as in mmdet/mmseg's own backbones: ``pretrained=PATH``
             is ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``.
     """
@@ -111,9 +113,10 @@ class A2MambaBackbone(BaseModule):
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
         if _is_pretrained(init_cfg):
-            if not init_cfg.get('checkpoint') or not set(init_cfg) <= {'type', 'checkpoint', 'weights'}:
-                raise ValueError("init_cfg must be dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema'])"
-                                 f', got {init_cfg}')
+            if (not init_cfg.get('checkpoint') or not set(init_cfg) <= {'type', 'checkpoint', 'weights', 'strict'}
+                    or not isinstance(init_cfg.get('strict', True), bool)):
+                raise ValueError("init_cfg must be dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema']"
+                                 f'[, strict=True|False]), got {init_cfg}')
         self.arch = arch
         self.out_indices = resolve_out_indices(out_indices, num_stages)
         self.frozen_stages = frozen_stages
@@ -165,22 +168,28 @@ class A2MambaBackbone(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        """Loads the ``Pretrained`` checkpoint of ``init_cfg``; without one, keeps the random init."""
+        """Loads the ``Pretrained`` checkpoint of ``init_cfg``; without one, keeps the random init.
+
+        Raises:
+            RuntimeError: the checkpoint leaves a weight of this backbone (other than the
+                output norms) unloaded or has a tensor of another shape, unless ``strict=False``.
+        """
         logger = MMLogger.get_current_instance()
         if self.init_cfg is None:
             logger.warning(f'No pretrained weights for {self.__class__.__name__} ({self.arch}): '
                            'training starts from random initialisation')
         elif _is_pretrained(self.init_cfg):
             path = self.init_cfg['checkpoint']
-            result = load_pretrained(self, path, weights=self.init_cfg.get('weights', 'plain'),
-                                     state_dict_filter=self._backbone_part)
             output_norms = tuple(f'norm{i}.' for i in self.out_indices) if self.out_norms else ()
+            result = load_pretrained(self, path, weights=self.init_cfg.get('weights', 'plain'),
+                                     state_dict_filter=self._backbone_part, strict=self.init_cfg.get('strict', True),
+                                     head_prefixes=output_norms)
             missing = [k for k in result.missing_keys if not k.startswith(output_norms)]
             fresh = ' (the output norms start fresh)' if self.out_norms else ''
             logger.info(f'{self.__class__.__name__}: loaded {path}{fresh}')
             if missing:
                 logger.warning(f'{self.__class__.__name__}: {len(missing)} keys missing from {path} '
-                               f'(left at random initialisation): {missing}')
+                               f'(left at random initialisation, strict=False): {missing}')
             if result.unexpected_keys:
                 logger.warning(f'{self.__class__.__name__}: {len(result.unexpected_keys)} unexpected keys in '
                                f'{path} (ignored): {result.unexpected_keys}')

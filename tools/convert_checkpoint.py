@@ -22,19 +22,20 @@ from torch import Tensor
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-from a2mamba_core import read_checkpoint  # noqa: E402
+from a2mamba_core import check_finite, load_checkpoint_file, read_checkpoint  # noqa: E402
+# (importing the plugin also allows mmengine's HistoryBuffer in torch's weights-only unpickler)
 from mmpretrain_ext.convert import mmpretrain_to_official, official_to_mmpretrain  # noqa: E402
 
 
 def read_mmpretrain_checkpoint(path: str) -> Dict[str, Tensor]:
-    """The ``state_dict`` of an mmengine checkpoint (``module.`` prefixes stripped)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path!r}')
-    # mmengine checkpoints carry pickled metadata (message hub, config), not only tensors
-    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    """The ``state_dict`` of an mmengine checkpoint (``module.`` prefixes stripped), unpickled
+    with ``weights_only=True`` (:func:`a2mamba_core.load_checkpoint_file`)."""
+    checkpoint = load_checkpoint_file(path)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get('state_dict'), dict):
         raise RuntimeError(f'{path!r} is not an mmengine checkpoint (no state_dict)')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint['state_dict'].items()}
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint['state_dict'].items()}
+    check_finite(state_dict, path)
+    return state_dict
 
 
 def convert(src: str, dst: str, to: str = 'mmpretrain', weights: str = 'plain') -> Dict[str, Tensor]:

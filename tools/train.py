@@ -2,6 +2,10 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
     bash tools/dist_train.sh CONFIG GPUS [args...]
+
+An epoch-based run resumes at the start of the epoch after its checkpoint, so it resumes only
+from checkpoints saved at an epoch end (the configs save by epoch); one saved mid-epoch is
+refused (:class:`mmengine_ext.EpochResumeCheck`) rather than replaying the epoch from batch 0.
 """
 import argparse
 import os
@@ -14,10 +18,10 @@ from mmengine.runner import Runner
 # The plugin packages live in the repository root; make them importable by custom_imports
 # when this script runs from a checkout without `pip install -e .`.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
-# mmengine 0.10 calls torch.load without weights_only, and torch >= 2.6 then refuses
-# mmengine's own checkpoints (they pickle its HistoryBuffer and numpy metadata); checkpoints
-# given to these tools are the user's, as they were before torch 2.6.
-os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
+# Puts what mmengine checkpoints hold on torch's weights-only allow-list, so that --resume and
+# load_from read them (and refuse a file that would run code), whatever the config imports.
+from mmengine_ext import EpochResumeCheck  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,6 +70,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
     runner = Runner.from_cfg(build_config(args))
+    runner.register_hook(EpochResumeCheck())
     runner.train()
 
 

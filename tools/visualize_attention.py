@@ -7,7 +7,6 @@ over heads), painted onto the image. Works with any mmseg config whose backbone 
         [--block -1] [--out attention.png] [--device cpu]
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional, Sequence, Tuple
@@ -24,6 +23,7 @@ from torch import Tensor  # noqa: E402
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from a2mamba_core import MASS  # noqa: E402
+import mmengine_ext  # noqa: E402,F401  (mmengine checkpoints on torch's weights-only allow-list)
 from ops.neighborhood_attention import axis_neighbors  # noqa: E402
 
 
@@ -123,9 +123,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for path in (args.config, args.checkpoint, args.image):
         if not osp.isfile(path):
             raise FileNotFoundError(f'no such file: {path}')
-    # mmengine 0.10 checkpoints hold pickled Python objects (its message hub, numpy scalars), which
-    # torch >= 2.6 rejects under its default weights_only=True; this one is the user's own.
-    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     model = init_model(args.config, args.checkpoint, device=args.device)
     mixer = find_mixer(model, args.stage, args.block)
     image = mmcv.imread(args.image, channel_order='rgb')
