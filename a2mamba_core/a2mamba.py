@@ -38,7 +38,7 @@ from .checkpoint import load_pretrained
 from .hub import RELEASED_WEIGHTS
 
 __all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS',
-           'checkpoint_counts']
+           'checkpoint_counts', 'compile_in_place']
 
 
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
@@ -610,14 +610,32 @@ def list_models() -> List[str]:
     return sorted(MODEL_SPECS)
 
 
-def create_model(name: str, pretrained: Union[bool, str] = False, **kwargs) -> A2Mamba:
+def compile_in_place(module: nn.Module, torch_compile: Union[bool, dict]) -> None:
+    """The fast path's switch: ``True`` or a dict of ``torch.compile`` arguments compiles
+    ``module``'s forward in place (``nn.Module.compile``: parameter names unchanged), with static
+    shapes unless the dict says otherwise. The ops are custom ops, so the whole network is one
+    graph; ``dict(mode='reduce-overhead')`` adds CUDA graphs (measured in docs/BENCHMARKS.md).
+    Each new input size compiles again."""
+    if isinstance(torch_compile, bool):
+        options = {} if torch_compile else None
+    elif isinstance(torch_compile, dict):
+        options = dict(torch_compile)
+    else:
+        raise TypeError(f'torch_compile must be a bool or a dict of torch.compile arguments, got {torch_compile!r}')
+    if options is not None:
+        module.compile(**dict(dict(dynamic=False), **options))
+
+
+def create_model(name: str, pretrained: Union[bool, str] = False, torch_compile: Union[bool, dict] = False,
+                 **kwargs) -> A2Mamba:
     """Builds ``a2mamba_{n,t,s,b,l}``; ``kwargs`` (``num_classes``, ``drop_path_rate``,
     ``use_checkpoint``, ``in_chans``, ...) override the size's settings.
 
     ``pretrained=True`` then loads the size's released ImageNet-1k weights
     (``DEFAULT_CFGS[name]['checkpoint']``, downloaded once into torch.hub's cache), a string
     loads that checkpoint path or URL (:func:`~a2mamba_core.load_pretrained`; the released
-    weights have a 1000-class classifier)."""
+    weights have a 1000-class classifier). ``torch_compile`` compiles the model in place
+    (:func:`compile_in_place`)."""
     if name not in MODEL_SPECS:
         raise ValueError(f'unknown A2Mamba model {name!r}; choose one of {list_models()}')
     model = A2Mamba(**dict(MODEL_SPECS[name], **kwargs))
@@ -626,6 +644,7 @@ def create_model(name: str, pretrained: Union[bool, str] = False, **kwargs) -> A
         raise TypeError(f'pretrained must be a bool or a checkpoint path or URL, got {pretrained!r}')
     if pretrained:
         load_pretrained(model, DEFAULT_CFGS[name]['checkpoint'] if pretrained is True else pretrained)
+    compile_in_place(model, torch_compile)
     return model
 
 

@@ -14,7 +14,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from a2mamba_core import MODEL_SPECS, LayerNorm2d, create_model, load_pretrained
+from a2mamba_core import MODEL_SPECS, LayerNorm2d, compile_in_place, create_model, load_pretrained
 from a2mamba_core.hub import is_url
 
 ARCHS: Dict[str, str] = {'nano': 'a2mamba_n', 'tiny': 'a2mamba_t', 'small': 'a2mamba_s',
@@ -78,12 +78,12 @@ class A2MambaBackbone(BaseModule):
         with_cp: activation checkpointing: ``True`` for every block, or per stage the number of
             leading blocks to checkpoint (e.g. ``(0, 0, 6, 0)``).
         torch_compile: ``True`` or a dict of ``torch.compile`` arguments compiles this backbone's
-            forward in place (``nn.Module.compile``: state_dict names unchanged); A2Mamba's
-            kernels run as opaque calls between the compiled regions. Use it rather than
-            mmengine's ``compile=True``, which compiles the whole ``train_step`` including the
-            optimizer step and fails there with torch 2.14. Shapes are static by default
-            (``dynamic=False``): each new input size compiles again, so it suits fixed-size
-            training (classification) best.
+            forward in place (:func:`a2mamba_core.compile_in_place`: state_dict names unchanged,
+            the whole backbone one graph, its ops included; ``dict(mode='reduce-overhead')`` adds
+            CUDA graphs). Use it rather than mmengine's ``compile=True``, which compiles the whole
+            ``train_step`` including the optimizer step and fails there with torch 2.14. Shapes
+            are static by default (``dynamic=False``): each new input size compiles again, so it
+            suits fixed-size training (classification, segmentation crops), not detection.
         init_cfg: ``None`` (random initialisation) or
             ``dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema'][, strict=True])`` to
             load an A2Mamba checkpoint (the authors' classification release, or a
@@ -136,8 +136,7 @@ class A2MambaBackbone(BaseModule):
         for i in self.out_indices if out_norms else ():
             self.add_module(f'norm{i}', LayerNorm2d(self.embed_dims[i]))
         self._freeze_stages()
-        if torch_compile:
-            self.compile(**dict(dict(dynamic=False), **(torch_compile if isinstance(torch_compile, dict) else {})))
+        compile_in_place(self, torch_compile)
 
     def _stage_modules(self, stage: int) -> List[nn.Module]:
         """Stage ``stage`` (1-based): the downsampling into it, its blocks, its output norm."""

@@ -196,11 +196,11 @@ def test_checkpoint_of_another_size_raises(tmp_path):
         model.init_weights()
 
 
-def test_torch_compile_option_matches_eager(monkeypatch):
-    """``torch_compile=True`` compiles the backbone in place (same state_dict names); the ops are
-    opaque to the compiler (one eager call each, see ops/__init__.py), and the compiled forward
-    gives the eager result. Inference only: compiling the backward too takes minutes on CI."""
-    monkeypatch.setattr(torch._dynamo.config, 'recompile_limit', 64)
+def test_torch_compile_option_matches_eager():
+    """``torch_compile=True`` compiles the backbone in place (same state_dict names, the ops inside
+    the graph as custom ops) and the compiled forward gives the eager result (Inductor's CPU
+    kernels reorder float32 sums: 1e-5 relative and absolute differences were seen). Inference
+    only: compiling the backward too takes minutes on CI."""
     torch.manual_seed(0)
     eager = A2MambaBackbone('nano').eval()
     compiled = A2MambaBackbone('nano', torch_compile=True).eval()
@@ -208,4 +208,4 @@ def test_torch_compile_option_matches_eager(monkeypatch):
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         for out, ref in zip(compiled(x), eager(x)):
-            torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(out, ref, rtol=1e-4, atol=5e-5)
