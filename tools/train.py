@@ -67,9 +67,27 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def distribute_without_gpus(cfg: Config) -> None:
+    """Distributed training on CPUs (``--launcher pytorch`` where torch sees no GPU): mmengine's
+    launcher assumes GPUs (it calls ``torch.cuda.set_device``), so the process group is made here
+    with gloo, and DDP wraps the model without device ids."""
+    import torch
+    import torch.distributed as dist
+
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
+        return
+    if not dist.is_initialized():
+        dist.init_process_group('gloo')
+    if dist.get_rank() == 0:
+        print(f'no GPU: {dist.get_world_size()} processes train on the CPU through gloo', file=sys.stderr)
+    cfg.model_wrapper_cfg = dict(cfg.get('model_wrapper_cfg') or {}, device_ids=None)
+
+
 def main() -> None:
     args = parse_args()
-    runner = Runner.from_cfg(build_config(args))
+    cfg = build_config(args)
+    distribute_without_gpus(cfg)
+    runner = Runner.from_cfg(cfg)
     runner.register_hook(EpochResumeCheck())
     runner.train()
 
