@@ -30,7 +30,7 @@ ROOT = Path(__file__).parent
 FORCE_CUDA_ENV = 'A2MAMBA_FORCE_CUDA'
 BUILD_COMMAND = f'{FORCE_CUDA_ENV}=1 pip install --no-build-isolation -e .'
 # What the installed package carries besides its code (see mmengine_ext.model_zoo).
-ZOO_FILES = ['model-index.yml', 'configs']
+ZOO_FILES = ['model-index.yml', 'configs', 'tools']
 ZOO_DIR = Path('mmengine_ext') / '.mim'
 
 
@@ -91,8 +91,9 @@ def cuda_extensions() -> List:
 
 
 class BuildPyWithZoo(build_py):
-    """``build_py`` that also copies the configs and the model index into ``mmengine_ext/.mim``
-    of the build (wheels, regular installs). Editable installs read them from the source tree."""
+    """``build_py`` that also copies the configs, the model index and the tools into
+    ``mmengine_ext/.mim`` of the build (wheels, regular installs). Editable installs read them
+    from the source tree."""
 
     def run(self) -> None:
         super().run()
@@ -103,7 +104,7 @@ class BuildPyWithZoo(build_py):
             source, dest = ROOT / name, target / name
             if source.is_dir():
                 shutil.copytree(source, dest, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+                                ignore=shutil.ignore_patterns('__pycache__', '*.pyc', 'gpu'))
             else:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, dest)
@@ -149,6 +150,9 @@ setup(
     python_requires='>=3.10',
     install_requires=['torch>=2.1', 'einops', 'filelock'],
     extras_require={'triton': ['triton']},
+    entry_points={'console_scripts': [
+        f'a2mamba-{name}=mmengine_ext.cli:{name.replace("-", "_")}'
+        for name in ('train', 'test', 'flops', 'convert', 'export-onnx', 'benchmark')]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

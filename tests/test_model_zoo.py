@@ -404,4 +404,19 @@ def test_wheel_carries_configs_index_and_license(tmp_path, index):
     assert run.returncode == 0, run.stderr
     printed = [line.split(' ', 1)[1] for line in run.stdout.splitlines() if line.startswith('zoo: ')]
     assert printed == [str(tmp_path / 'site' / 'mmengine_ext' / '.mim'), 'small', 'nano']
+    # the tools travel too, behind console entry points
+    entry_points = archive_text(wheel, 'entry_points.txt')
+    for name in ('train', 'test', 'flops', 'convert', 'export-onnx', 'benchmark'):
+        assert f'a2mamba-{name} = mmengine_ext.cli:' in entry_points
+    assert {'mmengine_ext/.mim/tools/train.py', 'mmengine_ext/.mim/tools/test.py'} <= names
+    flops = subprocess.run([sys.executable, '-c', "import sys; sys.argv = ['a2mamba-flops', 'a2mamba_n']; "
+                            "from mmengine_ext.cli import flops; flops()"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert flops.returncode == 0, flops.stderr
+    assert 'a2mamba_n' in flops.stdout and '4.20' in flops.stdout
+
+
+def archive_text(wheel: Path, suffix: str) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.read(next(n for n in archive.namelist() if n.endswith(suffix))).decode()
 
