@@ -230,7 +230,7 @@ def test_scripts_use_the_repository_venv_unless_python_is_set(tmp_path):
     assert lines[-5:] == [str(repo / 'tools/train.py'), 'a.py', '--launcher', 'pytorch', '--amp']
     assert run('dist_test.sh', 'a.py', 'c.pth', '1', PYTHON=str(other))[0] == 'other-python'
     lines = run('slurm_test.sh', 'part', 'job', 'a.py', 'c.pth', '--tta', GPUS='4')
-    assert lines[0] == 'srun' and '--ntasks=4' in lines
+    assert lines[0] == 'srun' and '--ntasks=4' in lines and '--gres=gpu:4' in lines
     assert lines[lines.index(str(venv_python)):] == [str(venv_python), '-u', str(repo / 'tools/test.py'), 'a.py',
                                                       'c.pth', '--launcher', 'slurm', '--tta']
     venv_python.unlink()

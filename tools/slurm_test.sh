@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test under Slurm: one task per GPU. GPUS (default 8), GPUS_PER_NODE (8), CPUS_PER_TASK (5)
+# Test under Slurm: one task per GPU. GPUS (default 8), GPUS_PER_NODE (GPUS, at most 8), CPUS_PER_TASK (5)
 # and SRUN_ARGS (extra srun options) come from the environment. PYTHON picks the interpreter
 # (default: the repository's .venv when it exists, else python on PATH).
 set -euo pipefail
@@ -14,7 +14,10 @@ CONFIG=$3
 CHECKPOINT=$4
 shift 4
 GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+case "$GPUS" in
+    '' | *[!0-9]* | 0) echo "GPUS must be a positive integer, got '$GPUS'" >&2; exit 2 ;;
+esac
+GPUS_PER_NODE=${GPUS_PER_NODE:-$((GPUS < 8 ? GPUS : 8))}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -x "$ROOT/.venv/bin/python" ]; then DEFAULT_PYTHON="$ROOT/.venv/bin/python"; else DEFAULT_PYTHON=python; fi
