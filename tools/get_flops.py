@@ -167,19 +167,23 @@ def config_complexity(config: str, shape: Sequence[int], backbone_only: bool = F
         if not hasattr(model, 'backbone'):
             raise ValueError(f'{type(model).__name__} has no backbone; drop --backbone')
         return count_complexity(model.backbone, inputs), None
-    proposals = []
     roi_head = getattr(model, 'roi_head', None)
-    handle = None
-    if roi_head is not None:
-        # roi_head.forward(x, rpn_results_list, batch_data_samples) in tensor mode
-        handle = roi_head.register_forward_pre_hook(
-            lambda module, args: proposals.append(sum(len(result) for result in args[1])))
+    if roi_head is None:
+        return count_complexity(model, inputs, data_samples=data_samples, mode='tensor'), None
+    # mmdet calls roi_head.forward(x, rpn_results_list, ...) directly, past any module hook
+    proposals = []
+    roi_forward = roi_head.forward
+
+    def counting_forward(x, rpn_results_list, *args, **kwargs):
+        proposals.append(sum(len(result) for result in rpn_results_list))
+        return roi_forward(x, rpn_results_list, *args, **kwargs)
+
+    roi_head.forward = counting_forward
     try:
         result = count_complexity(model, inputs, data_samples=data_samples, mode='tensor')
     finally:
-        if handle is not None:
-            handle.remove()
-    return result, (proposals[0] if proposals else None)
+        del roi_head.forward
+    return result, proposals[0]
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

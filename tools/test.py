@@ -5,8 +5,8 @@
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args...]
 
 ``--show``/``--show-dir`` switch on the config's ``default_hooks.visualization`` the way each
-framework's own tools/test.py does; the painted images go to
-``WORK_DIR/<timestamp>/DIR`` (mmdet, mmpretrain) or ``DIR/vis_data/vis_image`` (mmseg).
+framework's own tools/test.py does, painting every test image; they go to
+``WORK_DIR/<timestamp>/DIR`` (mmdet), ``DIR`` (mmpretrain) or ``DIR/vis_data/vis_image`` (mmseg).
 ``--tta`` wraps the model in ``cfg.tta_model`` and tests with ``cfg.tta_pipeline``.
 """
 import argparse
@@ -33,7 +33,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--show', action='store_true', help='show each painted prediction in a window')
     parser.add_argument('--show-dir', help='save the painted predictions: under WORK_DIR/<timestamp>/SHOW_DIR '
-                                           '(mmdet, mmpretrain) or SHOW_DIR/vis_data/vis_image (mmseg)')
+                                           '(mmdet), SHOW_DIR (mmpretrain) or SHOW_DIR/vis_data/vis_image (mmseg)')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each image is shown with --show')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation with the config's tta_model and tta_pipeline")
@@ -64,11 +64,12 @@ def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str], wait_
         if show_dir:
             hook.test_out_dir = show_dir
     elif hook_type == 'SegVisualizationHook':
-        hook.update(draw=True, show=show, wait_time=wait_time)
+        # interval=1: every test image (the hook's default paints one batch in 50)
+        hook.update(draw=True, show=show, wait_time=wait_time, interval=1)
         if show_dir:
             cfg.visualizer.save_dir = show_dir
     elif hook_type == 'VisualizationHook' and cfg.get('default_scope') == 'mmpretrain':
-        # interval=1: every test image (the hook's default draws one in 5000)
+        # interval=1: every test image (the hook's default paints one in 5000)
         hook.update(enable=True, show=show, wait_time=wait_time, interval=1)
         if show_dir:
             hook.out_dir = show_dir
