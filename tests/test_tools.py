@@ -59,12 +59,12 @@ def digits(root: Path, per_class: int, split: str = 'test') -> None:
     rng = np.random.default_rng(0)
     for digit in range(10):
         for i in range(per_class):
-            write_png(root / split / str(digit) / f'{i}.png', rng.integers(0, 256, (28, 28), dtype=np.uint8))
+            write_png(root / split / str(digit) / f'{digit}_{i}.png', rng.integers(0, 256, (28, 28), dtype=np.uint8))
 
 
 def nuclei(root: Path, size: int = 64) -> None:
-    """The nuclei demo's layout (one validation image): a bright disc on noise, its 0/1 map
-    and its COCO instance."""
+    """The nuclei demo's layout (the same image in train and val): a bright disc on noise, its
+    0/1 map and its COCO instance."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size]
     disc = (yy - 30) ** 2 + (xx - 24) ** 2 < 10 ** 2
@@ -80,6 +80,9 @@ def nuclei(root: Path, size: int = 64) -> None:
                 categories=[dict(id=1, name='nucleus')])
     (root / 'annotations').mkdir(parents=True)
     (root / 'annotations/instances_val.json').write_text(json.dumps(coco))
+    # mmseg's visualization hook reads runner.iter, which builds the training loop and its data
+    for name in ('images', 'seg_maps'):
+        shutil.copytree(root / name / 'val', root / name / 'train')
 
 
 def images_under(path: Path) -> list:
@@ -112,7 +115,8 @@ def test_seg_tta_and_show_dir_on_a_tiny_run(tmp_path):
     checkpoint = random_checkpoint(SEG_DEMO, tmp_path / 'seg.pth')
     done = run_tool('tools/test.py', SEG_DEMO, checkpoint, '--work-dir', str(tmp_path / 'work'), '--tta',
                     '--show-dir', str(tmp_path / 'painted'),
-                    '--cfg-options', f'test_dataloader.dataset.data_root={tmp_path / "nuclei"}', cwd=ROOT)
+                    '--cfg-options', f'test_dataloader.dataset.data_root={tmp_path / "nuclei"}',
+                    f'train_dataloader.dataset.data_root={tmp_path / "nuclei"}')
     assert done.returncode == 0, done.stderr[-3000:]
     assert 'mIoU' in done.stdout + done.stderr
     # mmseg's visualizer writes under its save_dir
@@ -284,8 +288,6 @@ def test_classification_demo_schedule_follows_max_epochs(tmp_path, max_epochs):
 @pytest.mark.parametrize('max_iters', [5, 20])
 def test_segmentation_demo_schedule_follows_max_iters(tmp_path, max_iters):
     nuclei(tmp_path / 'nuclei')
-    for name in ('images', 'seg_maps'):
-        shutil.copytree(tmp_path / 'nuclei' / name / 'val', tmp_path / 'nuclei' / name / 'train')
     cfg = Config.fromfile(SEG_DEMO)
     cfg.merge_from_dict({'train_cfg.max_iters': max_iters, 'train_dataloader.dataset.data_root':
                          str(tmp_path / 'nuclei')})
