@@ -297,3 +297,67 @@ def test_segmentation_demo_schedule_follows_max_iters(tmp_path, max_iters):
     expected = [base * (0.01 + 0.99 * min(t, 9) / 9) * (1 - t / (max_iters - 1)) for t in range(max_iters)]
     assert len(rates) == max_iters
     assert rates == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+# ---------------------------------------------------------------- visualize_attention.py
+
+
+def attention_tool():
+    import visualize_attention
+    return visualize_attention
+
+
+@pytest.mark.parametrize('config, image_shape, pixels', [
+    (CLS_DEMO, (28, 28), [('3', '4'), ('20', '30')]),  # the 28-px digit reaches the model at 32 px
+    (DET_DEMO, (64, 64, 3), [('10', '50')]),
+])
+def test_visualize_attention_for_classification_and_detection(tmp_path, config, image_shape, pixels):
+    tool = attention_tool()
+    checkpoint = random_checkpoint(config, tmp_path / 'model.pth')
+    image = tmp_path / 'image.png'
+    write_png(image, np.random.default_rng(2).integers(0, 256, image_shape, dtype=np.uint8))
+    out = tmp_path / 'attention.png'
+    args = [config, checkpoint, str(image), '--stage', '1', '--head', '0', '--out', str(out)]
+    tool.main(args + [item for pixel in pixels for item in ('--pixel', *pixel)])
+    with Image.open(out) as png:
+        png.verify()
+    with Image.open(out) as png:
+        several = png.size
+    tool.main(args)  # the default: one pixel, the centre
+    with Image.open(out) as png:
+        one = png.size
+    # one row per pixel under the input and prediction row
+    assert several[0] == one[0] and (several[1] > one[1] if len(pixels) > 1 else several[1] == one[1])
+
+    with pytest.raises(ValueError, match='--head 9 is out of range'):
+        tool.main(args[:-2] + ['--head', '9', '--out', str(out)])
+    with pytest.raises(ValueError, match='outside the'):
+        tool.main(args + ['--pixel', '500', '0'])
+
+
+def test_attention_maps_are_distributions_over_the_window():
+    """Each scale's map of a query sums to 1 over the keys of its window (softmax), for the mean
+    over heads and for one head, and puts no weight outside the (dilated) window."""
+    tool = attention_tool()
+    import a2mamba_core
+    model = a2mamba_core.create_model('a2mamba_n').eval()
+    stage = model.stages[0]
+    captured = {}
+    handle = stage.blocks[0].token_mixer.register_forward_pre_hook(
+        lambda module, inputs: captured.setdefault('x', inputs))
+    with torch.no_grad():
+        model.forward_features(torch.randn(1, 3, 96, 128))
+    handle.remove()
+    mixer = stage.blocks[0].token_mixer
+    x, pos_enc = captured['x']
+    row, col = 3, 20  # near the top border, where the window shifts inward
+    for head in (None, 0, mixer.num_heads // 2 - 1):
+        maps = tool.pixel_attention(mixer, x, pos_enc, row, col, head)
+        assert [dilation for _, dilation in maps] == [(1, 1), mixer.dilation(24, 32)]
+        k = mixer.window_size[0]
+        for attention, (dh, dw) in maps:
+            assert attention.sum() == pytest.approx(1.0, abs=1e-5)
+            rows, cols = np.nonzero(attention)
+            assert np.all(np.abs(rows - row) <= (k - 1) * dh) and np.all(np.abs(cols - col) <= (k - 1) * dw)
+            # the dilated scale only reaches keys of the query's own dilation group
+            assert np.all((rows - row) % dh == 0) and np.all((cols - col) % dw == 0)

@@ -181,7 +181,7 @@ def render(model_input: np.ndarray, original: np.ndarray, result, model: torch.n
     axes[0, 1].set_title(draw_prediction(axes[0, 1], original, result, model, score_thr))
     axes[0, 1].axis('off')
     for number, ((row, col), pixel_maps) in enumerate(zip(pixels, maps), 1):
-        for ax, (attention, dilation) in zip(axes[number], pixel_maps):
+        for ax, scale, (attention, dilation) in zip(axes[number], ('window', 'dilated'), pixel_maps):
             # nearest upsampling to the (padded) backbone input, cropped to the image
             rows = np.arange(height) * attention.shape[0] // input_size[0]
             cols = np.arange(width) * attention.shape[1] // input_size[1]
@@ -189,7 +189,7 @@ def render(model_input: np.ndarray, original: np.ndarray, result, model: torch.n
             shown = ax.imshow(attention[rows][:, cols], cmap='inferno', alpha=0.6)
             fig.colorbar(shown, ax=ax, fraction=0.046)
             ax.plot(col, row, marker='+', color='cyan', markersize=14, mew=2)
-            ax.set_title(f'pixel {number} ({row}, {col}): dilation {dilation[0]}x{dilation[1]}')
+            ax.set_title(f'pixel {number} ({row}, {col}): {scale} scale, dilation {dilation[0]}x{dilation[1]}')
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, format='png', dpi=100)
