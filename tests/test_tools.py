@@ -1,10 +1,10 @@
 """The command-line tools as a user calls them: tools/test.py's --show-dir/--tta on tiny CPU runs,
 get_flops.py on detection and segmentation configs, the launch scripts, and the demo schedules
 under command-line overrides."""
+import importlib.util
 import json
 import math
 import os
-import os.path as osp
 import shutil
 import subprocess
 import sys
@@ -143,7 +143,10 @@ def test_det_show_dir_on_a_tiny_run(tmp_path):
 
 
 def test_show_options_reach_each_frameworks_hook():
-    import test as test_tool
+    # by path: the standard library has a package named `test`
+    spec = importlib.util.spec_from_file_location('a2mamba_test_tool', ROOT / 'tools' / 'test.py')
+    test_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_tool)
 
     for config, key in ((CLS_DEMO, 'enable'), (SEG_DEMO, 'draw'), (DET_DEMO, 'draw')):
         cfg = Config.fromfile(config)
