@@ -63,9 +63,13 @@ optim_wrapper = dict(
             '.Ds': dict(decay_mult=0.0),
         }),
 )
+# Per-iteration warm-up over the first half epoch, then cosine decay to the last iteration. The
+# cosine's end is left to the runner (train_cfg.max_epochs), so `--cfg-options
+# train_cfg.max_epochs=N` rescales the whole schedule for any N >= 1.
+warmup_epochs = 0.5
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=True, end=1, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1, convert_to_iter_based=True),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=True, end=warmup_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=warmup_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict()

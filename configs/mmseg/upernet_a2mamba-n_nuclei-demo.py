@@ -55,9 +55,12 @@ test_dataloader = val_dataloader
 
 max_iters = 100
 train_cfg = dict(max_iters=max_iters, val_interval=50)
+# The warm-up and the poly decay both start at 0 (their factors multiply) and the decay's end is
+# left to the runner (train_cfg.max_iters), so `--cfg-options train_cfg.max_iters=N` shortens
+# or lengthens the whole schedule for any N >= 1.
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=10),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=10, end=max_iters),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0),
 ]
 # fp32 on CPU
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1e-3))
