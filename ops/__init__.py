@@ -12,17 +12,20 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .dispatch import BACKEND_ENV, REFERENCE, backends, register_backend, resolve, runs_kernel, use_backend
+from . import traceable_ops
+from .dispatch import BACKEND_ENV, REFERENCE, backends, register_backend, resolve, use_backend
+from .dispatch import runs_kernel as _runs_kernel
 from .neighborhood_attention import IntOrPair, na2d_av_ref, na2d_qk_ref, na2d_ref, normalize_window_args
 from .neighborhood_attention_fused import na2d_triton
 from .neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton
 from .selective_scan import _SCAN_IMPORT_ERROR, has_cuda_scan, selective_scan_states_cuda, selective_scan_states_ref
+from .traceable_ops import is_traceable, traceable
 
 __all__ = [
     'na2d_qk', 'na2d_av', 'na2d', 'selective_scan_states', 'na2d_qk_ref', 'na2d_av_ref', 'na2d_ref',
     'selective_scan_states_ref', 'normalize_window_args', 'use_backend', 'backends', 'runs_kernel',
     'register_backend', 'BACKEND_ENV', 'na2d_qk_triton', 'na2d_av_triton', 'na2d_triton',
-    'selective_scan_states_cuda', 'has_triton', 'has_cuda_scan',
+    'selective_scan_states_cuda', 'has_triton', 'has_cuda_scan', 'traceable', 'is_traceable',
 ]
 
 
@@ -62,28 +65,62 @@ if _SCAN_IMPORT_ERROR is not None and torch.cuda.is_available():
         'build it with `A2MAMBA_FORCE_CUDA=1 pip install --no-build-isolation -e .`', _SCAN_IMPORT_ERROR)
 
 
-@_opaque_to_compile
+# The public ops check the traceable switch before anything else: the dispatching versions
+# below are opaque to torch.compile, and torch.export must trace into the ops instead.
 def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
             rpb: Optional[Tensor] = None) -> Tensor:
     """Neighborhood attention scores, ``(B, heads, H, W, kh*kw)``; see :func:`na2d_qk_ref`."""
+    if traceable_ops.is_traceable():
+        return traceable_ops.na2d_qk(query, key, kernel_size, dilation, rpb)
+    return _na2d_qk(query, key, kernel_size, dilation, rpb)
+
+
+def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
+    """Neighborhood aggregation of ``value`` by ``attn``; see :func:`na2d_av_ref`."""
+    if traceable_ops.is_traceable():
+        return traceable_ops.na2d_av(attn, value, kernel_size, dilation)
+    return _na2d_av(attn, value, kernel_size, dilation)
+
+
+def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+         rpb: Optional[Tensor] = None) -> Tensor:
+    """Fused neighborhood attention ``softmax(q . k + rpb) @ v``; see :func:`na2d_ref`."""
+    if traceable_ops.is_traceable():
+        return traceable_ops.na2d(query, key, value, kernel_size, dilation, rpb)
+    return _na2d(query, key, value, kernel_size, dilation, rpb)
+
+
+def selective_scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor] = None,
+                          delta_softplus: bool = True) -> Tensor:
+    """All hidden states ``(B, D, N, L)`` float32; see :func:`selective_scan_states_ref`."""
+    if traceable_ops.is_traceable():
+        return traceable_ops.selective_scan_states(u, delta, A, B, delta_bias, delta_softplus)
+    return _selective_scan_states(u, delta, A, B, delta_bias, delta_softplus)
+
+
+def runs_kernel(op: str, tensor: Tensor) -> bool:
+    """Whether ``op`` on ``tensor`` would run a fast kernel (never inside :func:`traceable`)."""
+    return not traceable_ops.is_traceable() and _runs_kernel(op, tensor)
+
+
+@_opaque_to_compile
+def _na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+             rpb: Optional[Tensor] = None) -> Tensor:
     return resolve('na2d_qk', query)(query, key, kernel_size, dilation, rpb)
 
 
 @_opaque_to_compile
-def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
-    """Neighborhood aggregation of ``value`` by ``attn``; see :func:`na2d_av_ref`."""
+def _na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
     return resolve('na2d_av', value)(attn, value, kernel_size, dilation)
 
 
 @_opaque_to_compile
-def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
-         rpb: Optional[Tensor] = None) -> Tensor:
-    """Fused neighborhood attention ``softmax(q . k + rpb) @ v``; see :func:`na2d_ref`."""
+def _na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+          rpb: Optional[Tensor] = None) -> Tensor:
     return resolve('na2d', query)(query, key, value, kernel_size, dilation, rpb)
 
 
 @_opaque_to_compile
-def selective_scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor] = None,
-                          delta_softplus: bool = True) -> Tensor:
-    """All hidden states ``(B, D, N, L)`` float32; see :func:`selective_scan_states_ref`."""
+def _selective_scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor] = None,
+                           delta_softplus: bool = True) -> Tensor:
     return resolve('selective_scan_states', u)(u, delta, A, B, delta_bias, delta_softplus)
