@@ -44,7 +44,7 @@ def _check_shape(name: str, shape: Sequence[int], minimum: int = 1) -> Tuple[int
 def export_onnx(model: nn.Module, path: str, shape: Sequence[int] = (224, 224), *, batch_size: int = 1,
                 in_channels: int = 3, dynamic: bool = False, max_shape: Sequence[int] = DEFAULT_MAX_SHAPE,
                 opset: Optional[int] = None, output_names: Optional[Sequence[str]] = None,
-                optimize: bool = True) -> str:
+                optimize: bool = False) -> str:
     """Exports ``model`` (one image tensor in, a tensor or a tuple of tensors out) to ONNX.
 
     Args:
@@ -60,8 +60,9 @@ def export_onnx(model: nn.Module, path: str, shape: Sequence[int] = (224, 224), 
         max_shape: largest ``(H, W)`` of a dynamic export; sizes the scan.
         opset: ONNX opset (``None``: the exporter's default).
         output_names: names of the graph outputs (default: the exporter's).
-        optimize: run the exporter's graph optimisation (constant folding, etc.); without it
-            the export is faster and ONNX Runtime optimises the graph when it loads it.
+        optimize: run the exporter's graph optimisation (onnxscript's rewriter and constant
+            folding) on the file. Off by default: it takes longer than the export itself on
+            this graph, and ONNX Runtime folds the constants when it loads the file anyway.
 
     Returns:
         ``path``.

@@ -26,6 +26,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch._guards import detect_fake_mode
 
 from .neighborhood_attention import IntOrPair, window_indices
 from .selective_scan import scan_steps
@@ -35,6 +36,9 @@ DEFAULT_MAX_SCAN_LENGTH = 512 * 512
 
 _active = False
 _max_scan_length = DEFAULT_MAX_SCAN_LENGTH
+# The window indices of each (size, kernel, dilation) seen in the current block: every block
+# of a stage reuses its stage's, which keeps a traced graph (and its export time) small.
+_window_memo: dict = {}
 
 
 @contextlib.contextmanager
@@ -44,15 +48,15 @@ def traceable(max_scan_length: int = DEFAULT_MAX_SCAN_LENGTH) -> Iterator[None]:
     Args:
         max_scan_length: the longest sequence the scan covers; longer ones give NaN states.
     """
-    global _active, _max_scan_length
+    global _active, _max_scan_length, _window_memo
     if not isinstance(max_scan_length, int) or max_scan_length < 1:
         raise ValueError(f'max_scan_length must be a positive int, got {max_scan_length!r}')
-    previous = _active, _max_scan_length
-    _active, _max_scan_length = True, max_scan_length
+    previous = _active, _max_scan_length, _window_memo
+    _active, _max_scan_length, _window_memo = True, max_scan_length, {}
     try:
         yield
     finally:
-        _active, _max_scan_length = previous
+        _active, _max_scan_length, _window_memo = previous
 
 
 def is_traceable() -> bool:
@@ -105,6 +109,17 @@ def _windows(height, width, kernel: Tuple[int, int], dilation: tuple,
              device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
     """Per query and window slot ``(H, W, kh*kw)``: the key's flat index into ``H * W``,
     the flat index into an rpb table ``(2*kh - 1) * (2*kw - 1)``, and whether it is valid."""
+    # A symbolic size is keyed by its expression; the fake mode tells one trace from another
+    # (eager: None), so tensors of one trace are never reused in the next.
+    key = (str(height), str(width), kernel, tuple(str(d) for d in dilation), str(device),
+           id(detect_fake_mode()))
+    if key not in _window_memo:
+        _window_memo[key] = _compute_windows(height, width, kernel, dilation, device)
+    return _window_memo[key]
+
+
+def _compute_windows(height, width, kernel: Tuple[int, int], dilation: tuple,
+                     device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
     (kh, kw), (dh, dw) = kernel, (_as_operand(d, device) for d in dilation)
     row_key, row_valid, row_bias = window_indices(height, kh, dh, device)
     col_key, col_valid, col_bias = window_indices(width, kw, dw, device)

@@ -80,6 +80,7 @@ class BackboneNeck(nn.Module):
 def build_from_config(path: str, checkpoint: Optional[str]) -> Tuple[nn.Module, int, str]:
     """The exportable module of a config, its input channels, and the task name."""
     from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
 
@@ -99,7 +100,8 @@ def build_from_config(path: str, checkpoint: Optional[str]) -> Tuple[nn.Module, 
     if checkpoint is not None and 'backbone' in model_cfg:
         # the checkpoint replaces every weight: skip loading the backbone's pretrained ones
         model_cfg.backbone.init_cfg = None
-    model = MODELS.build(model_cfg)
+    # SyncBN (the segmentation configs) would need a process group; in eval mode it is a BN
+    model = revert_sync_batchnorm(MODELS.build(model_cfg))
     if checkpoint is not None:
         if not osp.isfile(checkpoint):
             raise FileNotFoundError(f'checkpoint not found: {checkpoint!r}')
@@ -158,6 +160,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='largest input of a dynamic export (default: %(default)s); larger gives NaN')
     parser.add_argument('--num-classes', type=int, default=1000, help='classes of a model name (default: 1000)')
     parser.add_argument('--opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
+    parser.add_argument('--optimize', action='store_true',
+                        help="run the exporter's graph optimisation on the file (slow; ONNX Runtime "
+                             'optimises the graph when it loads it anyway)')
     parser.add_argument('--output-file', default=None, help='default: <model or config name>.onnx')
     parser.add_argument('--verify', action='store_true',
                         help='run the file with ONNX Runtime (CPU) and compare with PyTorch; fails on a mismatch')
@@ -174,7 +179,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     names = {'classification': ['logits'], 'segmentation': ['seg_logits'], 'detection': None}[task]
     export_onnx(model, output, tuple(args.shape), batch_size=args.batch_size, in_channels=in_channels,
                 dynamic=args.dynamic_export, max_shape=tuple(args.max_shape), opset=args.opset,
-                output_names=names)
+                output_names=names, optimize=args.optimize)
     print(f'exported {args.model_or_config} ({task}) to {output}')
     if task == 'detection':
         print(DETECTION_NOTE)
