@@ -36,8 +36,9 @@ DEFAULT_MAX_SCAN_LENGTH = 512 * 512
 
 _active = False
 _max_scan_length = DEFAULT_MAX_SCAN_LENGTH
-# The window indices of each (size, kernel, dilation) seen in the current block: every block
-# of a stage reuses its stage's, which keeps a traced graph (and its export time) small.
+# The window indices of each (size, kernel, dilation) seen inside the current traceable()
+# context: all ops of a stage share one set, which keeps a traced graph (and its export
+# time) several times smaller.
 _window_memo: dict = {}
 
 
