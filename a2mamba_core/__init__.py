@@ -3,6 +3,7 @@ from .a2mamba import (A2SSM, DEFAULT_CFGS, MASS, MODEL_SPECS, A2Mamba, Block, La
                       a2mamba_l, a2mamba_n, a2mamba_s, a2mamba_t, compile_in_place, create_model, list_models)
 from .checkpoint import check_finite, load_checkpoint_file, load_pretrained, read_checkpoint
 from .hub import RELEASED_WEIGHTS, DownloadError, cached_path
+from .export import export_onnx, verify_onnx
 
 __version__ = '0.1.0'
 

@@ -229,7 +229,9 @@ class MASS(nn.Module):
     def dilation(self, height: int, width: int) -> Tuple[int, int]:
         """Dilation of the second scale on an ``H x W`` map: ``min(side // k, k)``, at least 1."""
         kh, kw = self.window_size
-        return max(1, min(height // kh, kh)), max(1, min(width // kw, kw))
+        # sym_min/sym_max: under torch.export a symbolic size stays symbolic (no guard on it)
+        return (torch.sym_max(1, torch.sym_min(height // kh, kh)),
+                torch.sym_max(1, torch.sym_min(width // kw, kw)))
 
     def split_heads(self, qkv: Tensor, pos_enc: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """``q, k, v: (B, heads, H, W, hd)`` from the ``qkv`` projection ``(B, 3C, H, W)``, with
@@ -259,7 +261,8 @@ class MASS(nn.Module):
         q, k, v = (t.reshape(b, heads, height * width, dim) for t in (q, k, v))
         attn = q @ k.transpose(-1, -2)  # [B, n, L, L]
         bias = self.rpb[2]
-        if bias.shape[2:] != attn.shape[2:]:
+        # traced for export the token count is symbolic: resize always (identity at 224 px)
+        if ops.is_traceable() or bias.shape[2:] != attn.shape[2:]:
             bias = F.interpolate(bias, size=attn.shape[2:], mode='bicubic', align_corners=False)
         attn = (attn + bias).softmax(dim=-1)
         return heads_to_map((attn @ v).unflatten(2, (height, width)))

@@ -10,7 +10,8 @@ lists, :func:`use_backend` to force one per thread). ``na2d`` and ``selective_sc
 ``torch.library`` custom ops (:mod:`ops.library`): ``torch.compile(fullgraph=True)`` and
 ``torch.export`` trace models that use them without a graph break. In eager mode a
 differentiable backend (the reference on a CPU) is called directly, so autograd differentiates
-it without recomputing anything.
+it without recomputing anything. Inside :func:`traceable` (ONNX export) every op runs
+:mod:`ops.traceable_ops` instead: plain tensor ops that trace with symbolic image sizes.
 """
 import logging
 from typing import Optional
@@ -18,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import dispatch
+from . import dispatch, traceable_ops
 from .dispatch import (BACKEND_ENV, REFERENCE, Kernel, KernelUnavailable, backends, register_backend,
                        use_backend)
 from .neighborhood_attention import IntOrPair, na2d_av_ref, na2d_qk_ref, na2d_ref, normalize_window_args
@@ -28,13 +29,14 @@ from .neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_t
 from .selective_scan import (_SCAN_IMPORT_ERROR, _check_scan_args, has_cuda_scan, scan_cuda_backward,
                              scan_cuda_forward, selective_scan_states_cuda, selective_scan_states_ref)
 from . import library
+from .traceable_ops import is_traceable, traceable
 
 __all__ = [
     'na2d', 'na2d_qk', 'na2d_av', 'selective_scan_states', 'Neighborhood',
     'na2d_ref', 'na2d_qk_ref', 'na2d_av_ref', 'selective_scan_states_ref',
     'na2d_triton', 'na2d_qk_triton', 'na2d_av_triton', 'selective_scan_states_cuda',
     'use_backend', 'backends', 'register_backend', 'Kernel', 'KernelUnavailable', 'BACKEND_ENV', 'REFERENCE',
-    'normalize_window_args', 'has_triton', 'has_cuda_scan',
+    'normalize_window_args', 'has_triton', 'has_cuda_scan', 'traceable', 'is_traceable',
 ]
 
 
@@ -95,6 +97,8 @@ def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dila
     The ``(B, heads, H, W, kh*kw)`` maps are never stored where a kernel serves. The result is
     channels-first for channels-first values (see :func:`ops.neighborhood_attention_fused.empty_in_layout`).
     """
+    if is_traceable():
+        return traceable_ops.na2d(query, key, value, kernel_size, dilation, rpb)
     kernel, dil = check_na2d_args(query, key, value, kernel_size, dilation, rpb)
     direct = _eager_differentiable('na2d', query)
     if direct is not None:
@@ -103,18 +107,31 @@ def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dila
     return library.na2d_op(query, key, value, rpb, list(kernel), list(dil), tf32)[0]
 
 
-@torch.compiler.disable
 def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
             rpb: Optional[Tensor] = None) -> Tensor:
     """Neighborhood attention scores, ``(B, heads, H, W, kh*kw)``; see :func:`na2d_qk_ref`.
 
     For attention maps (tools, the eager reference path); one eager call under torch.compile."""
+    if is_traceable():
+        return traceable_ops.na2d_qk(query, key, kernel_size, dilation, rpb)
+    return _dispatched_na2d_qk(query, key, kernel_size, dilation, rpb)
+
+
+def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
+    """Neighborhood aggregation of ``value`` by ``attn``; see :func:`na2d_av_ref`."""
+    if is_traceable():
+        return traceable_ops.na2d_av(attn, value, kernel_size, dilation)
+    return _dispatched_na2d_av(attn, value, kernel_size, dilation)
+
+
+@torch.compiler.disable
+def _dispatched_na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair,
+                        rpb: Optional[Tensor]) -> Tensor:
     return dispatch.call('na2d_qk', query, lambda backend: backend.fn(query, key, kernel_size, dilation, rpb))
 
 
 @torch.compiler.disable
-def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1) -> Tensor:
-    """Neighborhood aggregation of ``value`` by ``attn``; see :func:`na2d_av_ref`."""
+def _dispatched_na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair) -> Tensor:
     return dispatch.call('na2d_av', value, lambda backend: backend.fn(attn, value, kernel_size, dilation))
 
 
@@ -122,6 +139,8 @@ def selective_scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_
                           delta_softplus: bool = True) -> Tensor:
     """All hidden states ``(B, D, N, L)``, float32 (float64 for float64 inputs); see
     :func:`selective_scan_states_ref`."""
+    if is_traceable():
+        return traceable_ops.selective_scan_states(u, delta, A, B, delta_bias, delta_softplus)
     _check_scan_args(u, delta, A, B, delta_bias)
     direct = _eager_differentiable('selective_scan_states', u)
     if direct is not None:
@@ -143,7 +162,10 @@ class Neighborhood:
 
     def __init__(self, query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
                  rpb: Optional[Tensor] = None):
-        self.kernel, self.dilation = check_na2d_args(query, key, query, kernel_size, dilation, rpb)
+        if is_traceable():  # the dilation may be a symbolic size there
+            self.kernel, self.dilation = kernel_size, dilation
+        else:
+            self.kernel, self.dilation = check_na2d_args(query, key, query, kernel_size, dilation, rpb)
         self.query, self.key, self.rpb = query, key, rpb
         self._maps: Optional[Tensor] = None
 
@@ -154,6 +176,7 @@ class Neighborhood:
         return self._maps
 
     def __call__(self, value: Tensor) -> Tensor:
-        if _eager_differentiable('na2d', self.query) is not None:
+        # an exported graph, like the eager reference path, computes each map once
+        if is_traceable() or _eager_differentiable('na2d', self.query) is not None:
             return na2d_av(self.maps(), value, self.kernel, self.dilation)
         return na2d(self.query, self.key, value, self.kernel, self.dilation, self.rpb)

@@ -66,16 +66,25 @@ class AxisNeighbors(NamedTuple):
     tiles: Tuple[Tuple[int, int, int, int, Tensor], ...]  # (start, stop, key_lo, key_hi, key - key_lo)
 
 
-def _axis_neighbors_cpu(length: int, kernel: int, dilation: int) -> AxisNeighbors:
-    pos = torch.arange(length)
+def window_indices(length: int, kernel: int, dilation: int,
+                   device: Optional[torch.device] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(key, valid, bias)``, each ``(length, kernel)``: the fields of :class:`AxisNeighbors`.
+
+    Tensor ops only, so ``length`` and ``dilation`` may be symbolic sizes under tracing."""
+    pos = torch.arange(length, device=device)
     group = pos % dilation
     pos_g = pos // dilation
     group_len = (length - group + dilation - 1) // dilation
     start = torch.minimum((pos_g - kernel // 2).clamp(min=0), (group_len - kernel).clamp(min=0))
-    key_g = start[:, None] + torch.arange(kernel)[None, :]
+    key_g = start[:, None] + torch.arange(kernel, device=device)[None, :]
     valid = key_g < group_len[:, None]
     key = torch.where(valid, key_g * dilation + group[:, None], pos[:, None])
     bias = ((kernel - 1) + key_g - pos_g[:, None]).clamp(0, 2 * kernel - 2)
+    return key, valid, bias
+
+
+def _axis_neighbors_cpu(length: int, kernel: int, dilation: int) -> AxisNeighbors:
+    key, valid, bias = window_indices(length, kernel, dilation)
     tiles = []
     for lo_q in range(0, length, COLUMN_TILE):
         hi_q = min(length, lo_q + COLUMN_TILE)

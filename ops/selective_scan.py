@@ -47,11 +47,12 @@ def _check_scan_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias:
         raise ValueError(f'delta_bias must be (D={dim},), got {tuple(delta_bias.shape)}')
 
 
-def selective_scan_states_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
-                              delta_bias: Optional[Tensor] = None, delta_softplus: bool = True) -> Tensor:
-    """All hidden states of the selective scan, ``r(B D N L)`` (see module doc)."""
+def scan_steps(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor] = None,
+               delta_softplus: bool = True) -> Tuple[Tensor, Tensor]:
+    """The affine steps ``h -> a_t h + x_t`` of the scan: ``(a, x)``, each ``r(B D N L)``, in the
+    reference's dtype; validates the arguments."""
     _check_scan_args(u, delta, A, B, delta_bias)
-    dim, length = u.shape[1:]
+    dim = u.shape[1]
     inputs = [u, delta, A, B] + ([delta_bias] if delta_bias is not None else [])
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in inputs) else torch.float32
     dt = delta.to(dtype)
@@ -67,6 +68,14 @@ def selective_scan_states_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
         Bf = Bf[:, None]
     decay = torch.exp(dt[:, :, None, :] * A.to(dtype)[None, :, :, None])  # a_t: [B, D, N, L]
     states = (dt * u.to(dtype))[:, :, None, :] * Bf  # x_t: [B, D, N, L]
+    return decay, states
+
+
+def selective_scan_states_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                              delta_bias: Optional[Tensor] = None, delta_softplus: bool = True) -> Tensor:
+    """All hidden states of the selective scan, ``r(B D N L)`` (see module doc)."""
+    decay, states = scan_steps(u, delta, A, B, delta_bias, delta_softplus)
+    length = u.shape[2]
     span = 1
     while span < length:
         # compose each step with the one `span` earlier: (a, x)_t <- (a_t a_{t-s}, x_t + a_t x_{t-s})
