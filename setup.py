@@ -82,7 +82,8 @@ def cuda_extensions() -> List:
 
     os.environ.setdefault('TORCH_CUDA_ARCH_LIST', '8.0;9.0')
     src = ROOT / 'ops' / 'csrc' / 'selective_scan'
-    sources = [str(p.relative_to(ROOT)) for p in sorted(src.glob('*.cu'))] + [str((src / 'scan_api.cpp').relative_to(ROOT))]
+    sources = [str(p.relative_to(ROOT)) for p in sorted(src.glob('*.cu'))]
+    sources.append(str((src / 'scan_api.cpp').relative_to(ROOT)))
     nvcc_flags = ['-O3', '--use_fast_math', '-lineinfo', '--threads', '4',
                   '-U__CUDA_NO_HALF_OPERATORS__', '-U__CUDA_NO_HALF_CONVERSIONS__',
                   '-U__CUDA_NO_BFLOAT16_OPERATORS__', '-U__CUDA_NO_BFLOAT16_CONVERSIONS__']

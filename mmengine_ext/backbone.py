@@ -1,9 +1,10 @@
 """A2Mamba as a backbone for every task (mmpretrain, mmdet, mmsegmentation).
 
 One ``mmengine`` module; ``mmdet_ext`` and ``mmseg_ext`` only register it in their framework's
-registry, and ``mmpretrain_ext`` subclasses it for classification (no output norms). The network is :mod:`a2mamba_core`'s, and its parameters keep the
-authors' names (``patch_embed.*``, ``layers.N.*``), so the released classification checkpoints load
-unchanged; only the per-stage output norms (``norm{i}``) are new.
+registry, and ``mmpretrain_ext`` subclasses it for classification (no output norms). The network
+is :mod:`a2mamba_core`'s, and its parameters keep the authors' names (``patch_embed.*``,
+``layers.N.*``), so the released classification checkpoints load unchanged; only the per-stage
+output norms (``norm{i}``) are new.
 """
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union

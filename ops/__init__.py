@@ -19,16 +19,26 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import dispatch, traceable_ops
-from .dispatch import (BACKEND_ENV, REFERENCE, Kernel, KernelUnavailable, backends, register_backend,
-                       use_backend)
+from . import dispatch, library, traceable_ops
+from .dispatch import BACKEND_ENV, REFERENCE, Kernel, KernelUnavailable, backends, register_backend, use_backend
 from .neighborhood_attention import IntOrPair, na2d_av_ref, na2d_qk_ref, na2d_ref, normalize_window_args
-from .neighborhood_attention_fused import (check_na2d_args, fused_serves, na2d_fused_backward, na2d_fused_forward,
-                                           na2d_triton)
+from .neighborhood_attention_fused import (
+    check_na2d_args,
+    fused_serves,
+    na2d_fused_backward,
+    na2d_fused_forward,
+    na2d_triton,
+)
 from .neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton
-from .selective_scan import (_SCAN_IMPORT_ERROR, _check_scan_args, has_cuda_scan, scan_cuda_backward,
-                             scan_cuda_forward, selective_scan_states_cuda, selective_scan_states_ref)
-from . import library
+from .selective_scan import (
+    _SCAN_IMPORT_ERROR,
+    _check_scan_args,
+    has_cuda_scan,
+    scan_cuda_backward,
+    scan_cuda_forward,
+    selective_scan_states_cuda,
+    selective_scan_states_ref,
+)
 from .traceable_ops import is_traceable, traceable
 
 __all__ = [

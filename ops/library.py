@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import dispatch
-from .neighborhood_attention import na2d_qk_ref, na2d_av_ref
+from .neighborhood_attention import na2d_av_ref, na2d_qk_ref
 from .neighborhood_attention_fused import empty_in_layout
 
 _LOG2E = 1.4426950408889634
@@ -40,7 +40,8 @@ def _into_layout(t: Tensor, layout_of: Tensor, dtype: Optional[torch.dtype] = No
     return out
 
 
-def _recomputed_grads(fn, inputs: Sequence[Optional[Tensor]], grads: Sequence[Optional[Tensor]]) -> List[Optional[Tensor]]:
+def _recomputed_grads(fn, inputs: Sequence[Optional[Tensor]],
+                      grads: Sequence[Optional[Tensor]]) -> List[Optional[Tensor]]:
     """Gradients of ``fn(*inputs)`` (one output or a tuple) w.r.t. the floating inputs, by
     ``torch.func.vjp`` of a recomputed forward: the backward of every differentiable (non-kernel)
     backend. (Inside an op's implementation autograd does not record; functorch's transform does.)"""

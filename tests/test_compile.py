@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import a2mamba_core
-import ops
 
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                   reason='needs a CUDA GPU'))]

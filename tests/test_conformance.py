@@ -9,9 +9,9 @@ import os
 
 import pytest
 import torch
+from conftest import conformance_dir
 
 import a2mamba_core
-from conftest import conformance_dir
 
 CASES = ['nano_cls_224', 'nano_feat_256x320', 'nano_grad_224']
 OUT_TOL, GRAD_TOL = 1e-4, 2e-3

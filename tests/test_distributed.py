@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from test_safety import MNIST, write_digits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +27,8 @@ def config(tmp: Path) -> Path:
     path.write_text(f'_base_ = [{str(MNIST)!r}]\n'
                     f'train_dataloader = {loader}\nval_dataloader = {loader}\ntest_dataloader = {loader}\n'
                     "env_cfg = dict(dist_cfg=dict(backend='gloo'))\n"
-                    "default_hooks = dict(logger=dict(interval=1), checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=-1))\n"
+                    "default_hooks = dict(logger=dict(interval=1),\n"
+                    "                     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=-1))\n"
                     "custom_hooks = [dict(type='EMAHook', momentum=0.1, update_buffers=True)]\n")
     return path
 

@@ -22,7 +22,8 @@ from ops.selective_scan import has_cuda_scan, selective_scan_states_cuda
 ROOT = Path(__file__).resolve().parents[1]
 INTERPRETING = os.environ.get('TRITON_INTERPRET') == '1'
 
-needs_cuda_scan = pytest.mark.skipif(not has_cuda_scan(), reason='needs a CUDA GPU and the built ops._scan_cuda extension')
+needs_cuda_scan = pytest.mark.skipif(not has_cuda_scan(),
+                                     reason='needs a CUDA GPU and the built ops._scan_cuda extension')
 needs_cuda_triton = pytest.mark.skipif(not (torch.cuda.is_available() and has_triton()),
                                        reason='needs a CUDA GPU and triton')
 
@@ -96,7 +97,8 @@ def na_inputs(batch, heads, height, width, dim, kernel, dtype, device, seed):
 
 def check_na(batch, heads, height, width, dim, kernel, dilation, dtype, device, seed=0):
     """Triton vs reference: scores, aggregation and every gradient, incl. through softmax."""
-    q, k, v, rpb = (t.requires_grad_() for t in na_inputs(batch, heads, height, width, dim, kernel, dtype, device, seed))
+    inputs = na_inputs(batch, heads, height, width, dim, kernel, dtype, device, seed)
+    q, k, v, rpb = (t.requires_grad_() for t in inputs)
     results = []
     for qk, av in ((na2d_qk_triton, na2d_av_triton), (ops.na2d_qk_ref, ops.na2d_av_ref)):
         scores = qk(q, k, kernel, dilation, rpb)
@@ -331,7 +333,7 @@ def test_forcing_is_per_op_and_per_thread(scratch_registry):
     import threading
 
     dispatch.register_backend('na2d_av', 'double', lambda a, v, k, d: ops.na2d_av_ref(a, v, k, d) * 2, lambda t: True)
-    attn, value = torch.rand(1, 1, 6, 5, 9), torch.randn(1, 1, 6, 5, 4)
+    value = torch.randn(1, 1, 6, 5, 4)
     seen = {}
 
     def other_thread():

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoint_server import CheckpointServer, official_checkpoint
 
 import a2mamba_core
 from a2mamba_core import DownloadError, cached_path, create_model, load_pretrained
 from a2mamba_core.hub import cache_file
-from checkpoint_server import CheckpointServer, official_checkpoint
 
 RELEASE = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/'
 

@@ -472,7 +472,8 @@ def test_custom_op_counts_follow_their_formulas():
         out = ops.na2d_av(attn, torch.zeros(2, 3, 5, 6, 8), 3, 1)
         states = ops.selective_scan_states(torch.zeros(2, 4, 7), torch.zeros(2, 4, 7), torch.zeros(4, 1),
                                            torch.zeros(2, 1, 7))
-    assert counts == {'na2d_qk': 2 * 3 * 5 * 6 * 9 * 8, 'na2d_av': 2 * 3 * 5 * 6 * 9 * 8, 'selective_scan': 4 * 2 * 4 * 7}
+    assert counts == {'na2d_qk': 2 * 3 * 5 * 6 * 9 * 8, 'na2d_av': 2 * 3 * 5 * 6 * 9 * 8,
+                      'selective_scan': 4 * 2 * 4 * 7}
     assert attn.shape == (2, 3, 5, 6, 9) and out.shape == (2, 3, 5, 6, 8) and states.shape == (2, 4, 1, 7)
 
 

@@ -11,9 +11,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import mmpretrain
 import numpy as np
 import pytest
 import torch
+from checkpoint_server import CheckpointServer, official_checkpoint
 from mmengine.config import Config
 from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
@@ -21,11 +23,8 @@ from modelindex.load_model_index import load as load_model_index
 from PIL import Image
 
 import mmdet_ext  # noqa: F401  (registers A2MambaBackbone in mmdet)
-import mmpretrain
 import mmpretrain_ext  # noqa: F401  (registers the classification models)
 import mmseg_ext  # noqa: F401
-from a2mamba_core import create_model
-from checkpoint_server import CheckpointServer, official_checkpoint
 from mmengine_ext import A2MambaBackbone, model_zoo
 
 REPO = Path(__file__).resolve().parents[1]

@@ -262,9 +262,10 @@ def runner_checkpoint_for(cfg: Config, model: torch.nn.Module, runner_checkpoint
 
 
 def test_runner_checkpoint_through_mmdet_apis(runs, tmp_path, fast_weight_init):
-    import mmdet_ext  # noqa: F401
     from mmdet.apis import DetInferencer, init_detector
     from mmdet.registry import MODELS
+
+    import mmdet_ext  # noqa: F401
     init_default_scope('mmdet')
     path = tmp_path / 'det.pth'
     cfg = Config.fromfile(str(DET_DEMO))
@@ -275,9 +276,10 @@ def test_runner_checkpoint_through_mmdet_apis(runs, tmp_path, fast_weight_init):
 
 
 def test_runner_checkpoint_through_mmseg_apis(runs, tmp_path, fast_weight_init):
-    import mmseg_ext  # noqa: F401
     from mmseg.apis import MMSegInferencer, init_model
     from mmseg.registry import MODELS
+
+    import mmseg_ext  # noqa: F401
     init_default_scope('mmseg')
     path = tmp_path / 'seg.pth'
     cfg = Config.fromfile(str(SEG_DEMO))

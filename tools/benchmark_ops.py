@@ -84,7 +84,8 @@ def bench_scan(dtype: torch.dtype, skip_ref: bool, copy_gbs: float) -> List[str]
             ref_bwd = maybe(lambda: median_ms(ref_backward))  # includes its forward: autograd needs it
         rows.append(f'| scan {batch}x{dim}x{length} {str(dtype)[6:]} | {fwd:.3f} | {fwd_bytes / fwd / 1e6:.0f} '
                     f'({100 * fwd_bytes / fwd / 1e6 / copy_gbs:.0f}%) | {bwd:.3f} | {bwd_bytes / bwd / 1e6:.0f} '
-                    f'({100 * bwd_bytes / bwd / 1e6 / copy_gbs:.0f}%) | {fmt(ref_fwd, skip_ref)} | {fmt(ref_bwd, skip_ref)} |')
+                    f'({100 * bwd_bytes / bwd / 1e6 / copy_gbs:.0f}%) | {fmt(ref_fwd, skip_ref)} '
+                    f'| {fmt(ref_bwd, skip_ref)} |')
         print(rows[-1], flush=True)
     return rows
 

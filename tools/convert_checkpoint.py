@@ -23,6 +23,7 @@ from torch import Tensor
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 from a2mamba_core import check_finite, load_checkpoint_file, read_checkpoint  # noqa: E402
+
 # (importing the plugin also allows mmengine's HistoryBuffer in torch's weights-only unpickler)
 from mmpretrain_ext.convert import mmpretrain_to_official, official_to_mmpretrain  # noqa: E402
 

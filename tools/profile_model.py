@@ -18,9 +18,10 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmark import model_steps  # noqa: E402  (tools/, the script's folder, is on sys.path)
+
 import a2mamba_core  # noqa: E402
 import ops  # noqa: E402
-from benchmark import model_steps  # noqa: E402  (tools/, the script's folder, is on sys.path)
 
 
 def profile_steps(step: Callable[[], None], steps: int, warmup: int, top: int) -> List[str]:

@@ -26,8 +26,8 @@ from mmengine.runner.checkpoint import _load_checkpoint
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 # Puts what mmengine checkpoints hold on torch's weights-only allow-list (see mmengine_ext).
-from a2mamba_core import check_finite  # noqa: E402
 import mmengine_ext  # noqa: E402,F401
+from a2mamba_core import check_finite  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -27,8 +27,8 @@ from torch import Tensor  # noqa: E402
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-from a2mamba_core import MASS  # noqa: E402
 import mmengine_ext  # noqa: E402,F401  (mmengine checkpoints on torch's weights-only allow-list)
+from a2mamba_core import MASS  # noqa: E402
 from ops.neighborhood_attention import axis_neighbors  # noqa: E402
 
 

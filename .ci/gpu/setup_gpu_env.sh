@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Sourced on the GPU machine by the other scripts of tools/gpu/: installs the carried wheels into
+# Sourced on the GPU machine by the other scripts of .ci/gpu/: installs the carried wheels into
 # /tmp/site and builds mmcv 2.1.0 with its CUDA ops for this card only, on every core (about
 # 4.5 min on 32 cores). MMCV_WITH_OPS=0 installs mmcv without its ops in seconds instead: enough
 # for classification (mmpretrain needs no mmcv op), not for mmdet / mmseg.
-# Needs .whl/ from tools/gpu/fetch_wheels.sh. Exports PYTHONPATH.
+# Needs .whl/ from .ci/gpu/fetch_wheels.sh. Exports PYTHONPATH.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SITE=/tmp/site

@@ -5,13 +5,13 @@
 #   Cascade Mask R-CNN + A2Mamba-T, 1333x800, batch 2, 100 iterations;
 #   UperNet + A2Mamba-T, 512x512, batch 8, 200 iterations.
 # Prints and appends ($OUT/bench.md when OUT is set) one Markdown row per run: it/s, peak memory.
-# Before: bash tools/gpu/fetch_wheels.sh here; the call carries .whl.
+# Before: bash .ci/gpu/fetch_wheels.sh here; the call carries .whl.
 # BUDGET_S (default 570) bounds the whole script: each timed loop stops early if time runs short.
-# tools/gpu/dense_bench.sh times these beside their peers.
+# .ci/gpu/dense_bench.sh times these beside their peers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 BUDGET_S="${BUDGET_S:-570}"
-source tools/gpu/setup_gpu_env.sh
+source .ci/gpu/setup_gpu_env.sh
 results="${OUT:-/tmp}/bench.md"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 

@@ -19,7 +19,7 @@ for step in $STEPS; do
         timeout "${TEST_LIMIT:-240}" python3 -m pytest -q -x -n 8 -p no:cacheprovider tests/test_gpu_ops.py \
             tests/test_conformance.py tests/test_compile.py -k "not interpreter" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     naprof)
-        timeout 120 python3 tools/gpu/na_profile.py 2>&1 | tee "$OUT/na_profile.txt" ;;
+        timeout 120 python3 .ci/gpu/na_profile.py 2>&1 | tee "$OUT/na_profile.txt" ;;
     bench)
         timeout "${BENCH_LIMIT:-300}" python3 tools/benchmark.py --device cuda --batch-size 128 --amp bf16 --train \
             --warmup 3 --iters ${ITERS:-10} --repeats ${REPEATS:-3} --modes ${MODES:-eager compile cudagraphs} \

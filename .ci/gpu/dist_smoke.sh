@@ -3,10 +3,10 @@
 # the nuclei demo data from the carried stardist wheel, and trains the Cascade Mask R-CNN demo
 # config with tools/dist_train.sh on every GPU for a few iterations (SyncBN through `sync_bn`),
 # then evaluates. The training log is copied to $OUT when OUT is set.
-# Before: bash tools/gpu/fetch_wheels.sh here; the call carries .whl.
+# Before: bash .ci/gpu/fetch_wheels.sh here; the call carries .whl.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-source tools/gpu/setup_gpu_env.sh
+source .ci/gpu/setup_gpu_env.sh
 gpus="$(python3 -c 'import torch; print(torch.cuda.device_count())')"
 python3 tools/prepare_nuclei_demo.py --wheel .whl/data/stardist-0.9.2-*.whl --out data/nuclei
 work_dir=/tmp/dist_smoke

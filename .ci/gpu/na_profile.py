@@ -15,11 +15,17 @@ import ops  # noqa: E402
 
 CALLS = [(128, 4, 14, 14, 32, 7, (2, 2)), (2, 1, 50, 84, 24, 11, (4, 7)), (128, 1, 56, 56, 24, 11, (5, 5))]
 for b, heads, h, w, c, k, d in CALLS:
-    q, kk, v = (torch.randn(b, heads, h, w, c, device='cuda', dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    q, kk, v = (torch.randn(b, heads, h, w, c, device='cuda', dtype=torch.bfloat16, requires_grad=True)
+                for _ in range(3))
     rpb = torch.randn(heads, 2 * k - 1, 2 * k - 1, device='cuda', requires_grad=True)
     g = torch.randn(b, heads, h, w, c, device='cuda', dtype=torch.bfloat16)
-    fwd = lambda: ops.na2d(q, kk, v, k, d, rpb)
-    both = lambda: torch.autograd.grad(ops.na2d(q, kk, v, k, d, rpb), (q, kk, v, rpb), g)
+
+    def fwd():
+        return ops.na2d(q, kk, v, k, d, rpb)
+
+    def both():
+        return torch.autograd.grad(ops.na2d(q, kk, v, k, d, rpb), (q, kk, v, rpb), g)
+
     for fn in (fwd, both):
         fn()
     torch.cuda.synchronize()

@@ -2,7 +2,7 @@
 batch (so the loss can fall by memorising it), compiled or eager; prints the loss every 20 steps
 and fails if a loss or gradient is not finite or the loss did not fall.
 
-    python tools/gpu/amp_stability.py --model a2mamba_t --steps 200 --lr 2e-3 --mode cudagraphs
+    python .ci/gpu/amp_stability.py --model a2mamba_t --steps 200 --lr 2e-3 --mode cudagraphs
 """
 import argparse
 import math

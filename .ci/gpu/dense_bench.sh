@@ -12,7 +12,7 @@
 # (setup_gpu_env.sh, about 5 min on 16 cores); meanwhile an A2Mamba-T pass at both input sizes
 # fills Triton's kernel cache, so the kernels' first compiles stay out of the timed budget.
 # Writes $OUT/dense_bench.md (the table), $OUT/dense_bench.log, $OUT/build_scan.log, $OUT/prewarm.log.
-# Before: bash tools/gpu/fetch_wheels.sh here; the call carries .whl.
+# Before: bash .ci/gpu/fetch_wheels.sh here; the call carries .whl.
 #   BUDGET_S (default 360) bounds the whole script, builds included: the time left after them is
 #       shared out among the timed loops, each of which stops early at its share.
 #   ITERS (default 100) and WARMUP (default 3): timed and untimed iterations per loop.
@@ -55,7 +55,7 @@ for batch, h, w in ((${BATCH:-2}, 800, 1344), (${BATCH:-2}, 512, 512)):
 EOF
 prewarm_pid=$!
 
-source tools/gpu/setup_gpu_env.sh  # not in a pipeline: it exports PYTHONPATH
+source .ci/gpu/setup_gpu_env.sh  # not in a pipeline: it exports PYTHONPATH
 if ! wait "$scan_pid"; then tail -40 "$OUT/build_scan.log"; exit 1; fi
 echo "[dense_bench] scan built, mmcv ready at $SECONDS s" | tee -a "$log"
 wait "$prewarm_pid" || echo "[dense_bench] the Triton prewarm failed (see prewarm.log); compiles fall into the timed loops" | tee -a "$log"

@@ -3,12 +3,12 @@
 # RandAugment, random erasing, label smoothing, EMA, MESA, bf16 AMP) trained for 5 epochs of 63
 # iterations at 224^2, batch 64, on the embedded MNIST-5k digits, then evaluated
 # (configs/mmpretrain/a2mamba-t_1xb64_mnist5k-224px.py). Builds the CUDA scan in place first.
-# Here, before: bash tools/gpu/fetch_wheels.sh; python tools/prepare_mnist5k.py --out data/mnist5k
+# Here, before: bash .ci/gpu/fetch_wheels.sh; python tools/prepare_mnist5k.py --out data/mnist5k
 # The call carries .whl and data/mnist5k. The training log goes to $OUT (or /tmp).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT="${OUT:-/tmp}"
-MMCV_WITH_OPS=0 source tools/gpu/setup_gpu_env.sh
+MMCV_WITH_OPS=0 source .ci/gpu/setup_gpu_env.sh
 set +e
 # mmpretrain turns on its multimodal models when pycocotools and transformers are both
 # importable, and those fail to import with the image's newer transformers; classification
@@ -16,7 +16,7 @@ set +e
 rm -rf "$SITE"/pycocotools*
 export PYTHONUNBUFFERED=1
 if ! python3 -c 'import ops; assert ops.has_cuda_scan()' 2>/dev/null; then
-    STEPS=build bash tools/gpu/kernels_check.sh || exit 1
+    STEPS=build bash .ci/gpu/kernels_check.sh || exit 1
 fi
 work_dir=/tmp/cls_t
 rm -rf "$work_dir"
