@@ -440,13 +440,13 @@ def test_mesa_hook_needs_ema_and_a_mesa_classifier():
 
 
 # The paper's table at 224 x 224: GFLOPs (multiply-accumulates) and parameters in millions, rounded.
-SEED_TABLE = {'a2mamba_n': (0.8, 4), 'a2mamba_t': (2.7, 15), 'a2mamba_s': (5.4, 31), 'a2mamba_b': (10.7, 51),
+PAPER_TABLE = {'a2mamba_n': (0.8, 4), 'a2mamba_t': (2.7, 15), 'a2mamba_s': (5.4, 31), 'a2mamba_b': (10.7, 51),
               'a2mamba_l': (17.4, 95)}
 
 
 @pytest.mark.parametrize('name', ['a2mamba_n', 'a2mamba_t', 'a2mamba_s', 'a2mamba_l'])
-def test_flops_and_params_match_the_seed_table(name):
-    gflops, mparams = SEED_TABLE[name]
+def test_flops_and_params_match_the_paper_table(name):
+    gflops, mparams = PAPER_TABLE[name]
     result = get_flops.core_complexity(name)
     assert result.macs / 1e9 == pytest.approx(gflops, rel=0.03)
     # the table rounds to whole millions: the count must round to it or lie within 3 %
@@ -460,9 +460,9 @@ def test_flops_of_b_match_the_table_with_ffn_ratio_3():
     (ratio 3.75, see the conformance manifest) costs 11.4 G and has the table's 51 M parameters."""
     variant = a2mamba_core.A2Mamba(**dict(a2mamba_core.MODEL_SPECS['a2mamba_b'], mlp_ratios=(4, 4, 3, 3)))
     result = get_flops.count_complexity(variant, torch.zeros(1, 3, 224, 224))
-    assert result.macs / 1e9 == pytest.approx(SEED_TABLE['a2mamba_b'][0], rel=0.03)
+    assert result.macs / 1e9 == pytest.approx(PAPER_TABLE['a2mamba_b'][0], rel=0.03)
     released = get_flops.core_complexity('a2mamba_b')
-    assert round(released.params / 1e6) == SEED_TABLE['a2mamba_b'][1]
+    assert round(released.params / 1e6) == PAPER_TABLE['a2mamba_b'][1]
     assert released.macs / 1e9 == pytest.approx(11.36, abs=0.01)
 
 

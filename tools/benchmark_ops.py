@@ -2,8 +2,8 @@
 
 Achieved GB/s counts the fewest bytes an op must move (each input read once, each output
 written once) over its median time; ``%copy`` compares it with a device-to-device copy
-measured in the same run. Shapes: the scan shapes of issue 3 and the neighborhood-attention
-calls of A2Mamba-T (both scales of stages 1-3) at 224 px batch 128 and 800x1344 batch 2.
+measured in the same run. Shapes: A2Mamba-T's scans (224 px, batch 128, and detection size)
+and the neighborhood-attention calls of A2Mamba-T (both scales of stages 1-3) at 224 px batch 128 and 800x1344 batch 2.
 
 The fused table compares ``ops.na2d_triton`` (scores recomputed, maps never stored) with the
 unfused Triton path ``na2d_av(softmax(na2d_qk(q, k)), v)`` on the same calls; ``--fused-configs``
