@@ -40,7 +40,7 @@ def scalars(work_dir: Path) -> list:
 
 
 def test_two_ranks_train_and_a_two_rank_checkpoint_resumes_in_one_process(tmp_path):
-    write_digits(tmp_path / 'digits')
+    write_digits(tmp_path / 'digits', train=20)
     cfg = config(tmp_path)
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
     work = tmp_path / 'two'
@@ -53,8 +53,8 @@ def test_two_ranks_train_and_a_two_rank_checkpoint_resumes_in_one_process(tmp_pa
     assert 'world_size: 2' in logs[-1].read_text() or "'world_size': 2" in logs[-1].read_text() \
         or 'GPU number: 2' in logs[-1].read_text()
     train_steps = [row for row in scalars(work) if 'loss' in row]
-    # 10 images, 5 per rank and step, 2 ranks: one step per epoch, 2 epochs
-    assert [row['step'] for row in train_steps] == [1, 2]
+    # 20 images, 5 per rank and step, 2 ranks: two steps per epoch, 2 epochs
+    assert [row['step'] for row in train_steps] == [1, 2, 3, 4]
     assert all(torch.isfinite(torch.tensor(row['loss'])) for row in train_steps)
     assert (work / 'epoch_2.pth').is_file()
 
@@ -65,6 +65,6 @@ def test_two_ranks_train_and_a_two_rank_checkpoint_resumes_in_one_process(tmp_pa
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     resumed = [row for row in scalars(one) if 'loss' in row]
-    # the same total batch in one process (10 images a step): epochs 2 and 3 go on from epoch 1's step
-    assert [row['step'] for row in resumed] == [2, 3]
+    # the same total batch in one process (10 images a step): epochs 2 and 3 go on from epoch 1's steps
+    assert [row['step'] for row in resumed] == [3, 4, 5, 6]
     assert (one / 'epoch_3.pth').is_file()

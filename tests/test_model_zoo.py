@@ -239,15 +239,20 @@ def reference_scores(model: torch.nn.Module, image_path: Path) -> np.ndarray:
 def test_inference_model_by_name_and_with_a_model(source, tmp_path, torch_home, no_network):
     from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
 
+    from mmengine.registry import DefaultScope
+
     place_in_cache(torch_home, 'a2mamba_nano.pth', source.state_dict())
     image = write_image(tmp_path)
     expected = reference_scores(source, image)
-    by_name = mmpretrain.inference_model('a2mamba-n_3rdparty_in1k', str(image))
+    # mmpretrain's inferencer builds its pipeline in the current default scope, which other tests of
+    # this process may have left at mmdet's or mmseg's; a user's fresh process has none
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        by_name = mmpretrain.inference_model('a2mamba-n_3rdparty_in1k', str(image))
+        model = mmpretrain.get_model('a2mamba-n_3rdparty_in1k', pretrained=True)
+        with_model = mmpretrain.inference_model(model, str(image))
     np.testing.assert_allclose(by_name['pred_scores'], expected, rtol=0, atol=1e-6)
     assert by_name['pred_label'] == int(expected.argmax())
     assert by_name['pred_class'] == IMAGENET_CATEGORIES[int(expected.argmax())]
-    model = mmpretrain.get_model('a2mamba-n_3rdparty_in1k', pretrained=True)
-    with_model = mmpretrain.inference_model(model, str(image))
     np.testing.assert_allclose(with_model['pred_scores'], expected, rtol=0, atol=1e-6)
 
 

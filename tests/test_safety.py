@@ -70,10 +70,10 @@ def nano_state_dict(**kwargs) -> dict:
     return create_model('a2mamba_n', **kwargs).state_dict()
 
 
-def write_digits(root: Path) -> None:
+def write_digits(root: Path, train: int = TRAIN_IMAGES, test: int = TEST_IMAGES) -> None:
     """A few 28 x 28 grey PNGs in the layout of tools/prepare_mnist5k.py (split/digit/index.png)."""
     rng = np.random.default_rng(0)
-    for split, count in (('train', TRAIN_IMAGES), ('test', TEST_IMAGES)):
+    for split, count in (('train', train), ('test', test)):
         for index in range(count):
             folder = root / split / str(index % 10)
             folder.mkdir(parents=True, exist_ok=True)
