@@ -237,9 +237,8 @@ def reference_scores(model: torch.nn.Module, image_path: Path) -> np.ndarray:
 
 
 def test_inference_model_by_name_and_with_a_model(source, tmp_path, torch_home, no_network):
-    from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
-
     from mmengine.registry import DefaultScope
+    from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
 
     place_in_cache(torch_home, 'a2mamba_nano.pth', source.state_dict())
     image = write_image(tmp_path)
