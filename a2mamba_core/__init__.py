@@ -1,6 +1,7 @@
 """A2Mamba (arXiv 2507.16624) in pure PyTorch: the one model behind every task."""
 from .a2mamba import (
                       A2SSM,
+                      ARCHS,
                       DEFAULT_CFGS,
                       MASS,
                       MODEL_SPECS,
@@ -25,7 +26,8 @@ __version__ = '0.1.0'
 
 __all__ = [
     'A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'LayerNorm2d', 'create_model', 'compile_in_place', 'list_models',
-    'MODEL_SPECS', 'DEFAULT_CFGS', 'load_pretrained', 'read_checkpoint', 'load_checkpoint_file', 'check_finite',
+    'MODEL_SPECS', 'ARCHS', 'DEFAULT_CFGS', 'load_pretrained', 'read_checkpoint', 'load_checkpoint_file',
+    'check_finite',
     'a2mamba_n', 'a2mamba_t', 'a2mamba_s', 'a2mamba_b', 'a2mamba_l',
     'RELEASED_WEIGHTS', 'cached_path', 'DownloadError', 'export_onnx', 'verify_onnx',
 ]

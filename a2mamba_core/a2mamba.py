@@ -37,7 +37,7 @@ import ops
 from .checkpoint import load_pretrained
 from .hub import RELEASED_WEIGHTS
 
-__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS',
+__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS', 'ARCHS',
            'checkpoint_counts', 'compile_in_place']
 
 
@@ -530,9 +530,122 @@ class A2Mamba(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
+    # The official module layout interleaves stages and downsamples in one list:
+    # ``layers[2i]`` is stage i, ``layers[2i - 1]`` the stride-2 downsample into it, and a
+    # trailing Identity follows the last stage. These methods are the only readers of it.
+
+    @property
+    def num_stages(self) -> int:
+        """Stages this model runs (fewer after :meth:`prune_intermediate_layers`)."""
+        return (len(self.layers) + 1) // 2
+
     @property
     def stages(self) -> List[Stage]:
-        return [self.layers[2 * i] for i in range(len(self.depths))]
+        return [self.stage(i) for i in range(self.num_stages)]
+
+    def stage(self, index: int) -> Stage:
+        """Stage ``index`` (0-based) of the model's stages."""
+        return self.layers[2 * self._stage_index(index)]
+
+    def downsample(self, index: int) -> Optional[nn.Module]:
+        """The stride-2 conv-BN into stage ``index`` (0-based); None for stage 0, which the stem feeds."""
+        index = self._stage_index(index)
+        return self.layers[2 * index - 1] if index else None
+
+    def _stage_index(self, index: int) -> int:
+        if not _is_int(index) or not 0 <= index < self.num_stages:
+            raise IndexError(f'stage index must be an int in [0, {self.num_stages - 1}], got {index!r}')
+        return index
+
+    def _take_indices(self, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
+        """timm's stage selection: None for all, an int ``n`` for the last ``n``, or a sequence of
+        stage indices (negative ones count from the last); returned sorted."""
+        num = self.num_stages
+        if indices is None:
+            return list(range(num))
+        if _is_int(indices):
+            if not 0 < indices <= num:
+                raise ValueError(f'indices={indices} asks for the last {indices} stages; the model has {num}')
+            return list(range(num - indices, num))
+        if not isinstance(indices, Sequence) or isinstance(indices, str) or not indices:
+            raise ValueError(f'indices must be None, an int (the last n stages) or a non-empty sequence of '
+                             f'stage indices; got {indices!r}')
+        if not all(_is_int(i) and -num <= i < num for i in indices):
+            raise ValueError(f'stage indices must be ints in [{-num}, {num - 1}], got {indices!r}')
+        take = sorted(i % num for i in indices)
+        if len(set(take)) != len(take):
+            raise ValueError(f'indices repeats a stage: {indices!r}')
+        return take
+
+    def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, Sequence[int]]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
+        """The stage maps named by ``indices`` (timm's API).
+
+        Args:
+            x: ``(B, in_chans, H, W)`` images.
+            indices: None (every stage), an int ``n`` (the last ``n``) or stage indices
+                (negative ones count from the last); the maps come in stage order.
+            norm: must be False: A2Mamba has no final norm (its head starts with a conv-BN), so
+                the maps are the stages' own.
+            stop_early: run no stage after the last one asked for (the returned final map is then
+                that stage's).
+            output_fmt: ``'NCHW'``, the only layout.
+            intermediates_only: return the list of maps alone.
+
+        Returns:
+            the maps, or ``(final map, maps)`` where the final map is what :meth:`forward_head` reads.
+
+        Raises:
+            ValueError: bad ``indices``, ``norm=True`` or another ``output_fmt``.
+        """
+        if norm:
+            raise ValueError('norm=True: A2Mamba has no final norm to apply; its stage maps are returned as they are')
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW' (A2Mamba's only layout), got {output_fmt!r}")
+        take = self._take_indices(indices)
+        self.check_input(x)
+        last = take[-1] if stop_early or intermediates_only else self.num_stages - 1
+        x = self.patch_embed(x)
+        intermediates = []
+        for i in range(last + 1):
+            if i:
+                x = self.downsample(i)(x)
+            x = self.stage(i)(x)
+            if i in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_head: bool = True) -> List[int]:
+        """Drops the stages (and downsamples) after the last of ``indices`` (as in
+        :meth:`forward_intermediates`) and, with ``prune_head``, the classifier; the kept modules
+        keep their names. Returns the resolved stage indices."""
+        take = self._take_indices(indices)
+        self.layers = self.layers[:2 * take[-1] + 1]
+        if prune_head:
+            self.classifier = nn.Identity()
+            self.num_classes = 0
+        return take
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Union[str, List[Tuple[str, Optional[Tuple[int]]]]]]:
+        """timm's parameter grouping (layer-wise lr decay) over the official names: the stem,
+        then one group per stage (``coarse``) or per block, the downsample into a stage sharing
+        its first block's group; the classifier last."""
+        matcher: Dict[str, Union[str, List[Tuple[str, Optional[Tuple[int]]]]]] = {'stem': r'^patch_embed\.'}
+        for i in range(self.num_stages):
+            blocks = (rf'^layers\.{2 * i}\.blocks\.(\d+)\.', None)
+            if coarse:
+                matcher[f'stage{i}'] = rf'^layers\.(?:{2 * i - 1}|{2 * i})\.' if i else r'^layers\.0\.'
+            else:
+                matcher[f'stage{i}'] = [(rf'^layers\.{2 * i - 1}\.', (0,)), blocks] if i else [blocks]
+        matcher['head'] = r'^classifier\.'
+        return matcher
+
+    def set_grad_checkpointing(self, enable: Union[bool, int, Sequence[int]] = True) -> None:
+        """Activation checkpointing of the stages' leading blocks: ``enable`` as ``use_checkpoint``
+        (:func:`checkpoint_counts`)."""
+        for stage, count in zip(self.stages, checkpoint_counts(enable, [s.depth for s in self.stages])):
+            stage.use_checkpoint = count
 
     def check_input(self, x: Tensor) -> None:
         """Raises ValueError unless ``x`` is a floating ``(B, in_chans, H, W)`` tensor."""
@@ -548,17 +661,16 @@ class A2Mamba(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tuple[Tensor, ...]:
         """The four stage maps (strides 4/8/16/32, before any norm), NCHW."""
-        self.check_input(x)
-        x = self.patch_embed(x)
-        features = []
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i % 2 == 0:
-                features.append(x)
-        return tuple(features)
+        return tuple(self.forward_intermediates(x, intermediates_only=True))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Logits ``(B, num_classes)`` from the last stage map (``pre_logits``: pooled features)."""
+        """Logits ``(B, num_classes)`` from the last stage map (``pre_logits``: pooled features).
+
+        Raises:
+            RuntimeError: the head was pruned (:meth:`prune_intermediate_layers`).
+        """
+        if isinstance(self.classifier, nn.Identity):
+            raise RuntimeError('the classifier head was pruned (prune_intermediate_layers); use forward_intermediates')
         if pre_logits:
             return self.classifier[:4](x).flatten(1)
         return self.classifier(x).flatten(1)
@@ -570,6 +682,8 @@ class A2Mamba(nn.Module):
         return self.classifier[4]
 
     def reset_classifier(self, num_classes: int) -> None:
+        if isinstance(self.classifier, nn.Identity):
+            raise RuntimeError('the classifier head was pruned (prune_intermediate_layers); build a new model')
         self.num_classes = num_classes
         head = nn.Conv2d(self.head_hidden_size, num_classes, kernel_size=1) if num_classes > 0 else nn.Identity()
         self._init_weights(head)
@@ -597,15 +711,18 @@ MODEL_SPECS: Dict[str, dict] = {
                       layer_scale_inits=(1, 1, 1e-6, 1e-6)),
 }
 
+# The sizes by the names of the mm backbones' ``arch`` argument.
+ARCHS: Dict[str, str] = {'nano': 'a2mamba_n', 'tiny': 'a2mamba_t', 'small': 'a2mamba_s',
+                         'base': 'a2mamba_b', 'large': 'a2mamba_l'}
+
 # Evaluation metadata of the released ImageNet-1k checkpoints (the authors' _cfg).
 DEFAULT_CFGS: Dict[str, dict] = {
     name: dict(input_size=(3, 224, 224), crop_pct=crop_pct, interpolation='bicubic',
                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
                first_conv='patch_embed.0', classifier='classifier.4',
                checkpoint=RELEASED_WEIGHTS[name], license='see the authors\' repository')
-    for name, size, crop_pct in [('a2mamba_n', 'nano', 0.9), ('a2mamba_t', 'tiny', 0.9),
-                                 ('a2mamba_s', 'small', 0.9), ('a2mamba_b', 'base', 0.95),
-                                 ('a2mamba_l', 'large', 0.975)]
+    for name, crop_pct in [('a2mamba_n', 0.9), ('a2mamba_t', 0.9), ('a2mamba_s', 0.9), ('a2mamba_b', 0.95),
+                           ('a2mamba_l', 0.975)]
 }
 
 

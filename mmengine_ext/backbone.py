@@ -15,11 +15,8 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from a2mamba_core import MODEL_SPECS, LayerNorm2d, compile_in_place, create_model, load_pretrained
+from a2mamba_core import ARCHS, MODEL_SPECS, A2Mamba, LayerNorm2d, compile_in_place, create_model, load_pretrained
 from a2mamba_core.hub import is_url
-
-ARCHS: Dict[str, str] = {'nano': 'a2mamba_n', 'tiny': 'a2mamba_t', 'small': 'a2mamba_s',
-                         'base': 'a2mamba_b', 'large': 'a2mamba_l'}
 
 
 def resolve_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
@@ -130,20 +127,27 @@ class A2MambaBackbone(BaseModule):
                                image_size=img_size)
         self.embed_dims = network.embed_dims
         self.num_stages = num_stages
-        # The authors' module names are kept; the classifier and the stages after the last
-        # returned one are left behind (unused parameters would stall DDP).
+        # The stages after the last returned one and the classifier are left behind (unused
+        # parameters would stall DDP). This module owns the network's stem and layers under the
+        # authors' names; the network itself is held unregistered, as the reader of its layout.
+        network.prune_intermediate_layers(self.out_indices, prune_head=True)
+        self.__dict__['_network'] = network
         self.patch_embed = network.patch_embed
-        self.layers = network.layers[:2 * self.out_indices[-1] + 1]
+        self.layers = network.layers
         for i in self.out_indices if out_norms else ():
             self.add_module(f'norm{i}', LayerNorm2d(self.embed_dims[i]))
         self._freeze_stages()
         compile_in_place(self, torch_compile)
 
+    @property
+    def network(self) -> A2Mamba:
+        """The core model whose stem and stages this backbone runs (its classifier pruned)."""
+        return self._network
+
     def _stage_modules(self, stage: int) -> List[nn.Module]:
         """Stage ``stage`` (1-based): the downsampling into it, its blocks, its output norm."""
-        modules = [self.layers[2 * stage - 2]]
-        if stage > 1:
-            modules.insert(0, self.layers[2 * stage - 3])
+        downsample = self.network.downsample(stage - 1)
+        modules = ([downsample] if downsample is not None else []) + [self.network.stage(stage - 1)]
         if self.out_norms and stage - 1 in self.out_indices:
             modules.append(getattr(self, f'norm{stage - 1}'))
         return modules
@@ -209,15 +213,10 @@ class A2MambaBackbone(BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'{self.__class__.__name__} expects (B, {self.in_channels}, H, W) images, '
                              f'got shape {tuple(x.shape)}')
-        x = self.patch_embed(x)
-        outs = []
-        for i in range(self.out_indices[-1] + 1):
-            if i:
-                x = self.layers[2 * i - 1](x)  # stride-2 downsampling into stage i
-            x = self.layers[2 * i](x)
-            if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x) if self.out_norms else x)
-        return tuple(outs)
+        maps = self.network.forward_intermediates(x, self.out_indices, intermediates_only=True)
+        if self.out_norms:
+            maps = [getattr(self, f'norm{i}')(m) for i, m in zip(self.out_indices, maps)]
+        return tuple(maps)
 
     def _backbone_part(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Drops the classifier and the stages this backbone does not run from a checkpoint. The

@@ -5,7 +5,8 @@ The backbone owns the core model's ``patch_embed`` and ``layers`` under their of
 an ``ImageClassifier`` holds ``backbone.patch_embed.*``/``backbone.layers.*`` and the authors'
 checkpoints map onto it by prefix alone (:mod:`mmpretrain_ext.convert`).
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+import re
+from typing import Dict, Sequence, Tuple, Union
 
 from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
@@ -26,14 +27,9 @@ class A2Mamba(A2MambaBackbone):
     ``-1`` freezes nothing, ``0`` the stem, ``k`` the stem and stages ``1..k``.
     """
 
-    def __init__(self, arch: str = 'tiny', out_indices: Union[int, Sequence[int]] = -1, frozen_stages: int = -1,
-                 norm_eval: bool = False, drop_path_rate: float = 0.0, with_cp: Union[bool, Sequence[int]] = False,
-                 out_norms: bool = False, in_channels: int = 3, img_size: int = 224,
-                 torch_compile: Union[bool, dict] = False, init_cfg: Optional[dict] = None):
-        super().__init__(arch=arch, out_indices=out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                         drop_path_rate=drop_path_rate, with_cp=with_cp, out_norms=out_norms,
-                         in_channels=in_channels, img_size=img_size, torch_compile=torch_compile,
-                         init_cfg=init_cfg)
+    def __init__(self, arch: str = 'tiny', *, out_indices: Union[int, Sequence[int]] = -1, out_norms: bool = False,
+                 **kwargs):
+        super().__init__(arch, out_indices=out_indices, out_norms=out_norms, **kwargs)
 
     @staticmethod
     def _checkpoint_filter(state_dict: Dict[str, Tensor], prefix: str, local_metadata: dict, strict: bool,
@@ -53,19 +49,18 @@ class A2Mamba(A2MambaBackbone):
     def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
         """Layer-wise depth for layer-wise lr decay: the stem is 0, then one depth per block
         (a downsample shares the depth of the first block it feeds), the rest is last."""
-        depths = [self.layers[2 * i].depth for i in range((len(self.layers) + 1) // 2)]
+        matcher = self.network.group_matcher()
+        depths = [stage.depth for stage in self.network.stages]
         num_layers = sum(depths) + 2
         if not param_name.startswith(prefix):
             return num_layers - 1, num_layers
         name = param_name[len(prefix):]
-        if name.startswith('patch_embed.'):
+        if re.match(matcher['stem'], name):
             return 0, num_layers
-        if name.startswith('layers.'):
-            parts = name.split('.')
-            layer = int(parts[1])
-            stage = layer // 2
-            if layer % 2:  # the downsample after stage `stage`
-                return 1 + sum(depths[:stage + 1]), num_layers
-            if parts[2] == 'blocks':
-                return 1 + sum(depths[:stage]) + int(parts[3]), num_layers
+        for i, depth in enumerate(depths):
+            for pattern, block in matcher[f'stage{i}']:
+                match = re.match(pattern, name)
+                if match:
+                    # a block's number is its match; the downsample into the stage is block 0's
+                    return 1 + sum(depths[:i]) + (int(match.group(1)) if block is None else block[0]), num_layers
         return num_layers - 1, num_layers

@@ -12,6 +12,12 @@ def conformance_dir() -> Path:
     return Path(os.environ.get('A2MAMBA_CONFORMANCE', REPO.parent / 'shared' / 'conformance'))
 
 
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``|out - ref| / |ref|`` (Frobenius norms) in float64."""
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -3,15 +3,13 @@
 the reference backends and on a GPU with the kernels, and the compiled model computes the eager one."""
 import pytest
 import torch
+from conftest import rel_err
 
 import a2mamba_core
 
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                   reason='needs a CUDA GPU'))]
 
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
 @pytest.mark.parametrize('device', DEVICES)

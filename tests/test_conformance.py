@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from conftest import conformance_dir
+from conftest import conformance_dir, rel_err
 
 import a2mamba_core
 
@@ -30,9 +30,6 @@ def _weights_module():
     spec.loader.exec_module(module)
     return module
 
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),

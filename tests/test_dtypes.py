@@ -2,6 +2,7 @@
 float32 islands compute in float32 (float64 for a float64 model) and hand back the model's dtype."""
 import pytest
 import torch
+from conftest import rel_err
 
 import a2mamba_core
 
@@ -13,9 +14,6 @@ CASES = [('cpu', torch.bfloat16, 3e-2), ('cpu', torch.float64, 1e-4),
          pytest.param('cuda', torch.float16, 5e-3, marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                             reason='needs a CUDA GPU'))]
 
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
 @pytest.mark.parametrize('device,dtype,tolerance', CASES)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import rel_err
 
 import ops
 from ops import dispatch
@@ -31,10 +32,6 @@ needs_cuda_triton = pytest.mark.skipif(not (torch.cuda.is_available() and has_tr
 # compute in float32 on the same inputs; low-precision outputs add one rounding).
 TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
 
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.double(), ref.double()
-    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
 # ---------------------------------------------------------------------------- selective scan

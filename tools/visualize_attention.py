@@ -28,7 +28,7 @@ from torch import Tensor  # noqa: E402
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
 import mmengine_ext  # noqa: E402,F401  (mmengine checkpoints on torch's weights-only allow-list)
-from a2mamba_core import MASS  # noqa: E402
+from a2mamba_core import MASS, A2Mamba  # noqa: E402
 from ops.neighborhood_attention import axis_neighbors  # noqa: E402
 
 
@@ -88,12 +88,12 @@ def test_pipeline(cfg) -> list:
 
 def find_mixer(model: torch.nn.Module, stage: int, block: int) -> MASS:
     """The token mixer of ``block`` in ``stage`` (1-based) of the model's backbone."""
-    layers = getattr(getattr(model, 'backbone', None), 'layers', None)
-    if layers is None:
+    network = getattr(getattr(model, 'backbone', None), 'network', None)
+    if not isinstance(network, A2Mamba):
         raise ValueError(f'the model ({type(model).__name__}) has no A2Mamba backbone')
-    if 2 * stage - 2 >= len(layers):
+    if not 1 <= stage <= network.num_stages:
         raise ValueError(f'stage {stage} is not run by this backbone (out_indices={model.backbone.out_indices})')
-    blocks = layers[2 * stage - 2].blocks
+    blocks = network.stage(stage - 1).blocks
     if not -len(blocks) <= block < len(blocks):
         raise ValueError(f'stage {stage} has {len(blocks)} blocks; --block {block} is out of range')
     return blocks[block].token_mixer

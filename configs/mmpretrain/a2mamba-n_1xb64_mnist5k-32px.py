@@ -58,9 +58,9 @@ optim_wrapper = dict(
         bias_decay_mult=0.0,
         flat_decay_mult=0.0,
         custom_keys={
-            '.rpb': dict(decay_mult=0.0),
-            '.A_logs': dict(decay_mult=0.0),
-            '.Ds': dict(decay_mult=0.0),
+            'rpb': dict(decay_mult=0.0),
+            'A_logs': dict(decay_mult=0.0),
+            'Ds': dict(decay_mult=0.0),
         }),
 )
 # Per-iteration warm-up over the first half epoch, then cosine decay to the last iteration. The
