@@ -14,7 +14,7 @@ it without recomputing anything. Inside :func:`traceable` (ONNX export) every op
 :mod:`ops.traceable_ops` instead: plain tensor ops that trace with symbolic image sizes.
 """
 import logging
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -113,8 +113,13 @@ def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dila
     direct = _eager_differentiable('na2d', query)
     if direct is not None:
         return dispatch.call('na2d', query, lambda backend: backend.fn(query, key, value, kernel, dil, rpb))
+    return _na2d_custom_op(query, key, value, kernel, dil, rpb)
+
+
+def _na2d_custom_op(query: Tensor, key: Tensor, value: Tensor, kernel: Tuple[int, int], dilation: Tuple[int, int],
+                    rpb: Optional[Tensor]) -> Tensor:
     tf32 = _tf32_allowed() or torch.is_autocast_enabled('cuda')
-    return library.na2d_op(query, key, value, rpb, list(kernel), list(dil), tf32)[0]
+    return library.na2d_op(query, key, value, rpb, list(kernel), list(dilation), tf32)[0]
 
 
 def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
@@ -189,4 +194,8 @@ class Neighborhood:
         # an exported graph, like the eager reference path, computes each map once
         if is_traceable() or _eager_differentiable('na2d', self.query) is not None:
             return na2d_av(self.maps(), value, self.kernel, self.dilation)
-        return na2d(self.query, self.key, value, self.kernel, self.dilation, self.rpb)
+        if value.shape != self.query.shape:
+            raise ValueError(f'values must have the shape of the queries {tuple(self.query.shape)}, '
+                             f'got {tuple(value.shape)}')
+        # the window was checked once, when the neighborhood was built, and no backend serves directly
+        return _na2d_custom_op(self.query, self.key, value, self.kernel, self.dilation, self.rpb)

@@ -29,6 +29,7 @@ Backward, deterministic (no atomics):
 * a key-centric pass gives ``dk`` and ``dv``: a program owns a tile of keys and walks the
   queries whose windows can hold them, an interval per axis (``_query_range``).
 """
+from functools import lru_cache
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -370,9 +371,16 @@ def tile_config(height: int, width: int, kernel: Tuple[int, int], dilation: Tupl
     multiple of ``RS`` rows, so a wide tile wastes work on a narrow window and vice versa
     (e.g. 4x4 tiles for k = 11, 2x8 for k = 7).
     """
+    return _best_tiles(height, width, tuple(kernel), tuple(dilation), launch_settings(kernel))
+
+
+# Every forward and backward call asks again for the same few shapes: a cached answer keeps the
+# search off the host's per-call work.
+@lru_cache(maxsize=1024)
+def _best_tiles(height: int, width: int, kernel: Tuple[int, int], dilation: Tuple[int, int],
+                launch: LaunchSettings) -> TileConfig:
     (kh, kw), (dh, dw) = kernel, dilation
     rows, cols = -(-height // dh), -(-width // dw)  # the longest group per axis
-    launch = launch_settings(kernel)
     best = None
     tw = 1
     while tw <= TILE_QUERIES:
