@@ -10,6 +10,7 @@ from mmengine.logging import HistoryBuffer
 
 from . import model_zoo
 from .backbone import ARCHS, A2MambaBackbone
+from .config import load_config
 from .hooks import EpochResumeCheck
 
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
@@ -34,4 +35,4 @@ def history_buffer_statistic(owner: type, name: str) -> Callable:
 # in mmengine, mmdet, mmseg and mmpretrain -- rebuilds them without running any other code.
 torch.serialization.add_safe_globals([HistoryBuffer, (history_buffer_statistic, 'builtins.getattr')])
 
-__all__ = ['A2MambaBackbone', 'ARCHS', 'EpochResumeCheck', 'model_zoo']
+__all__ = ['A2MambaBackbone', 'ARCHS', 'EpochResumeCheck', 'load_config', 'model_zoo']

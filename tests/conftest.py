@@ -29,3 +29,11 @@ def fast_weight_init(monkeypatch):
     """Skips truncated-normal initialisation (most of a large model's build time on a CPU) in tests
     that check a model's structure, not its weights."""
     monkeypatch.setattr(torch.nn.init, 'trunc_normal_', lambda tensor, *args, **kwargs: tensor)
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """A fresh ``$TORCH_HOME``: the download cache of released weights, empty for the test."""
+    home = tmp_path / 'torch_home'
+    monkeypatch.setenv('TORCH_HOME', str(home))
+    return home

@@ -19,13 +19,6 @@ RELEASE = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrain
 
 
 @pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    home = tmp_path / 'torch_home'
-    monkeypatch.setenv('TORCH_HOME', str(home))
-    return home
-
-
-@pytest.fixture
 def served(tmp_path):
     """(server, source model) with ``a2mamba_nano.pth`` = the model's bare state_dict."""
     root = tmp_path / 'www'

@@ -61,13 +61,6 @@ def index():
 
 
 @pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    home = tmp_path / 'torch_home'
-    monkeypatch.setenv('TORCH_HOME', str(home))
-    return home
-
-
-@pytest.fixture
 def no_network(monkeypatch):
     def refuse(url, *args, **kwargs):
         raise AssertionError(f'unexpected download of {url}')

@@ -57,14 +57,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_it(step: Callable[[], None], device: torch.device, warmup: int, iters: int, label: str = '') -> float:
-    """Median seconds of one call of ``step``."""
-    start = time.perf_counter()
+def time_it(step: Callable[[], None], device: torch.device, warmup: int, iters: int) -> float:
+    """Median seconds of one call of ``step`` after ``warmup`` calls."""
     for _ in range(warmup):
         step()
     synchronize(device)
-    if label:
-        print(f'[{label}] warm-up ({warmup} steps): {time.perf_counter() - start:.1f} s', file=sys.stderr, flush=True)
     times = []
     for _ in range(iters):
         start = time.perf_counter()

@@ -112,22 +112,6 @@ DATA_SAMPLES = {'mmdet': ('mmdet.structures', 'DetDataSample'), 'mmseg': ('mmseg
                 'mmpretrain': ('mmpretrain.structures', 'DataSample')}
 
 
-def load_config(config: str, cfg_options: Optional[dict] = None):
-    """The config with ``cfg_options`` merged, its ``custom_imports`` imported and its default
-    scope set, ready for ``MODELS.build(cfg.model)``."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmengine.utils import import_modules_from_strings
-
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    return cfg
-
-
 def model_inputs(model: nn.Module, scope: str, shape: Sequence[int]) -> Tuple[Tensor, list]:
     """A random ``H x W`` image as the model sees it in a test step: through its data
     preprocessor (normalised, padded), with data samples that carry the image metadata."""
@@ -158,6 +142,8 @@ def config_complexity(config: str, shape: Sequence[int], backbone_only: bool = F
     """
     from mmengine.model import BaseTTAModel
     from mmengine.registry import MODELS
+
+    from mmengine_ext import load_config
 
     cfg = load_config(config, cfg_options)
     model = MODELS.build(cfg.model)

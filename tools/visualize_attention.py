@@ -27,7 +27,7 @@ from torch import Tensor  # noqa: E402
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 
-import mmengine_ext  # noqa: E402,F401  (mmengine checkpoints on torch's weights-only allow-list)
+import mmengine_ext  # noqa: E402  (also puts mmengine checkpoints on torch's weights-only allow-list)
 from a2mamba_core import MASS, A2Mamba  # noqa: E402
 from ops.neighborhood_attention import axis_neighbors  # noqa: E402
 
@@ -55,18 +55,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def load_model(config: str, checkpoint: str, device: str, cfg_options: Optional[dict] = None):
     """The config's model with the checkpoint's weights (and dataset meta), in eval mode, and the
     config (merged with ``cfg_options``, its custom imports done and its default scope set)."""
-    from mmengine.config import Config
     from mmengine.model import BaseTTAModel
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS
     from mmengine.runner import load_checkpoint
-    from mmengine.utils import import_modules_from_strings
 
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    cfg = mmengine_ext.load_config(config, cfg_options)
     model = MODELS.build(cfg.model)
     if isinstance(model, BaseTTAModel):
         raise ValueError(f'{config} wraps its model in test-time augmentation ({type(model).__name__}); '
