@@ -149,7 +149,7 @@ setup(
     packages=['a2mamba_core', 'ops', 'mmengine_ext', 'mmpretrain_ext', 'mmdet_ext', 'mmseg_ext'],
     package_data={'ops': ['csrc/selective_scan/*']},
     python_requires='>=3.10',
-    install_requires=['torch>=2.1', 'einops', 'filelock'],
+    install_requires=['torch>=2.4', 'einops', 'filelock'],  # torch.library.custom_op
     extras_require={'triton': ['triton']},
     entry_points={'console_scripts': [
         f'a2mamba-{name}=mmengine_ext.cli:{name.replace("-", "_")}'

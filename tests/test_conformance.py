@@ -66,7 +66,7 @@ def test_state_dict_matches_official_manifest(name):
 @pytest.mark.parametrize('case', CASES)
 def test_golden_outputs(case, device, exact_float32):
     _require_conformance()
-    golden = torch.load(conformance_dir() / f'{case}.pt', weights_only=False)
+    golden = torch.load(conformance_dir() / f'{case}.pt', weights_only=True)
     compiled = device.endswith('-compiled')
     device = device.split('-')[0]
     model = official_model(golden['variant']).to(device)

@@ -321,7 +321,7 @@ def test_matches_the_official_golden_logits():
     spec = importlib.util.spec_from_file_location('conformance_weights', directory / 'weights.py')
     weights = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(weights)
-    golden = torch.load(directory / 'nano_cls_224.pt', weights_only=False)
+    golden = torch.load(directory / 'nano_cls_224.pt', weights_only=True)
     assert golden['variant'] == 'a2mamba_n' and golden['mode'] == 'cls'
     manifest = json.loads((directory / 'state_dict_manifest.json').read_text())['a2mamba_n']
     official = weights.fill({k: torch.zeros(shape) if 'num_batches' not in k else torch.zeros((), dtype=torch.long)
@@ -410,7 +410,7 @@ def test_ema_and_mesa_run_together_and_mesa_starts_at_its_epoch():
         recorder = LossRecorder()
         runner.register_hook(recorder)
         runner.train()
-        checkpoint = torch.load(Path(work_dir) / 'epoch_3.pth', weights_only=False)
+        checkpoint = torch.load(Path(work_dir) / 'epoch_3.pth', weights_only=True)
     assert 'ema_state_dict' in checkpoint
     assert [epoch for epoch, _ in recorder.losses] == [0, 0, 1, 1, 2, 2]
     for epoch, losses in recorder.losses:

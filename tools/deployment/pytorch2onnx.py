@@ -19,7 +19,6 @@ ONNX lacks; export the whole detector with mmdeploy, which provides them.
 ``--verify`` compares ONNX Runtime (CPU) with PyTorch and exits non-zero on a mismatch.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional, Tuple
@@ -30,10 +29,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-# mmengine 0.10 calls torch.load without weights_only, and torch >= 2.6 then refuses its own
-# checkpoints (they pickle metadata); checkpoints given to this tool are the user's.
-os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-
 import a2mamba_core  # noqa: E402
 from a2mamba_core.export import DEFAULT_MAX_SHAPE, MIN_DYNAMIC_SIDE, export_onnx, verify_onnx  # noqa: E402
 
@@ -83,6 +78,8 @@ def build_from_config(path: str, checkpoint: Optional[str]) -> Tuple[nn.Module, 
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
+
+    import mmengine_ext  # noqa: F401  (mmengine checkpoints on torch's weights-only allow-list)
 
     cfg = Config.fromfile(path)  # also runs the config's custom_imports
     scope = cfg.get('default_scope')
