@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sourced on the GPU machine by the other scripts of .ci/gpu/: installs the carried wheels into
 # /tmp/site and builds mmcv 2.1.0 with its CUDA ops for this card only, on every core (about
-# 4.5 min on 32 cores). MMCV_WITH_OPS=0 installs mmcv without its ops in seconds instead: enough
+# 4.5 min on 32 cores; MMCV_JOBS caps the jobs). MMCV_WITH_OPS=0 installs mmcv without its ops in seconds instead: enough
 # for classification (mmpretrain needs no mmcv op), not for mmdet / mmseg.
 # Needs .whl/ from .ci/gpu/fetch_wheels.sh. Exports PYTHONPATH.
 set -euo pipefail
@@ -27,9 +27,9 @@ if ! python3 -c "$probe" 2>/dev/null; then
     # torch's ATen headers need C++20 with this compiler; mmcv hard-codes -std=c++17.
     sed -i 's/-std=c++17/-std=c++20/g' "$build/mmcv-2.1.0/setup.py"
     start=$SECONDS
-    echo "[setup_gpu_env] building mmcv 2.1.0 (MMCV_WITH_OPS=$MMCV_WITH_OPS) for sm_${arch/./} with $(nproc) jobs" >&2
+    echo "[setup_gpu_env] building mmcv 2.1.0 (MMCV_WITH_OPS=$MMCV_WITH_OPS) for sm_${arch/./} with ${MMCV_JOBS:-$(nproc)} jobs" >&2
     (cd "$build/mmcv-2.1.0" && MMCV_WITH_OPS="$MMCV_WITH_OPS" FORCE_CUDA="$MMCV_WITH_OPS" TORCH_CUDA_ARCH_LIST="$arch" \
-        MAX_JOBS="$(nproc)" python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade \
+        MAX_JOBS="${MMCV_JOBS:-$(nproc)}" python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade \
         --target "$SITE" .)
     echo "[setup_gpu_env] mmcv built in $((SECONDS - start)) s" >&2
 fi
