@@ -21,15 +21,16 @@ from torch import Tensor
 
 from . import dispatch, library, traceable_ops
 from .dispatch import BACKEND_ENV, REFERENCE, Kernel, KernelUnavailable, backends, register_backend, use_backend
-from .neighborhood_attention import IntOrPair, na2d_av_ref, na2d_qk_ref, na2d_ref, normalize_window_args
-from .neighborhood_attention_fused import (
+from .neighborhood_attention import (
+    IntOrPair,
     check_na2d_args,
-    fused_serves,
-    na2d_fused_backward,
-    na2d_fused_forward,
-    na2d_triton,
+    na2d_av_ref,
+    na2d_qk_ref,
+    na2d_ref,
+    normalize_window_args,
 )
-from .neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton
+from .neighborhood_attention_fused import fused_serves, na2d_fused_backward, na2d_fused_forward, na2d_triton
+from .neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton, triton_serves
 from .selective_scan import (
     _SCAN_IMPORT_ERROR,
     _check_scan_args,
@@ -42,11 +43,14 @@ from .selective_scan import (
 from .traceable_ops import is_traceable, traceable
 
 __all__ = [
-    'na2d', 'na2d_qk', 'na2d_av', 'selective_scan_states', 'Neighborhood',
+    # the ops, dispatched
+    'na2d', 'na2d_qk', 'na2d_av', 'selective_scan_states', 'Neighborhood', 'normalize_window_args',
+    # their references, and the kernels called directly
     'na2d_ref', 'na2d_qk_ref', 'na2d_av_ref', 'selective_scan_states_ref',
     'na2d_triton', 'na2d_qk_triton', 'na2d_av_triton', 'selective_scan_states_cuda',
+    # the dispatch controls
     'use_backend', 'backends', 'register_backend', 'Kernel', 'KernelUnavailable', 'BACKEND_ENV', 'REFERENCE',
-    'normalize_window_args', 'has_triton', 'has_cuda_scan', 'traceable', 'is_traceable',
+    'has_triton', 'has_cuda_scan', 'traceable', 'is_traceable',
 ]
 
 
@@ -54,12 +58,8 @@ def _any_device(_: Tensor) -> bool:
     return True
 
 
-def _triton_serves(t: Tensor) -> bool:
-    return t.is_cuda and has_triton()
-
-
 def _fused_triton_serves(t: Tensor) -> bool:
-    return _triton_serves(t) and fused_serves(t)
+    return triton_serves(t) and fused_serves(t)
 
 
 def _scan_kernel_serves(t: Tensor) -> bool:
@@ -70,8 +70,8 @@ def _scan_kernel_serves(t: Tensor) -> bool:
 for _op, _backends in {
     'na2d': [('triton', Kernel(na2d_fused_forward, na2d_fused_backward), _fused_triton_serves),
              (REFERENCE, na2d_ref, _any_device)],
-    'na2d_qk': [('triton', na2d_qk_triton, _triton_serves), (REFERENCE, na2d_qk_ref, _any_device)],
-    'na2d_av': [('triton', na2d_av_triton, _triton_serves), (REFERENCE, na2d_av_ref, _any_device)],
+    'na2d_qk': [('triton', na2d_qk_triton, triton_serves), (REFERENCE, na2d_qk_ref, _any_device)],
+    'na2d_av': [('triton', na2d_av_triton, triton_serves), (REFERENCE, na2d_av_ref, _any_device)],
     'selective_scan_states': [('cuda', Kernel(scan_cuda_forward, scan_cuda_backward), _scan_kernel_serves),
                               (REFERENCE, selective_scan_states_ref, _any_device)],
 }.items():
@@ -109,7 +109,7 @@ def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dila
     """
     if is_traceable():
         return traceable_ops.na2d(query, key, value, kernel_size, dilation, rpb)
-    kernel, dil = check_na2d_args(query, key, value, kernel_size, dilation, rpb)
+    kernel, dil = check_na2d_args(kernel_size, dilation, query=query, key=key, value=value, rpb=rpb)
     direct = _eager_differentiable('na2d', query)
     if direct is not None:
         return dispatch.call('na2d', query, lambda backend: backend.fn(query, key, value, kernel, dil, rpb))
@@ -180,7 +180,8 @@ class Neighborhood:
         if is_traceable():  # the dilation may be a symbolic size there
             self.kernel, self.dilation = kernel_size, dilation
         else:
-            self.kernel, self.dilation = check_na2d_args(query, key, query, kernel_size, dilation, rpb)
+            self.kernel, self.dilation = check_na2d_args(kernel_size, dilation, query=query, key=key, value=query,
+                                                         rpb=rpb)
         self.query, self.key, self.rpb = query, key, rpb
         self._maps: Optional[Tensor] = None
 

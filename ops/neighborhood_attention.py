@@ -22,15 +22,16 @@ Tensors are ``(B, heads, H, W, C)``; attention maps are ``(B, heads, H, W, kh * 
 the neighbor index running row-major over the ``kh x kw`` window.
 """
 from functools import lru_cache
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 IntOrPair = Union[int, Sequence[int]]
+WindowArgs = Tuple[Tuple[int, int], Tuple[int, int]]  # (kernel, dilation) pairs
 
 
-def normalize_window_args(kernel_size: IntOrPair, dilation: IntOrPair) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+def normalize_window_args(kernel_size: IntOrPair, dilation: IntOrPair) -> WindowArgs:
     """Turns ``kernel_size`` and ``dilation`` into per-axis pairs and validates them.
 
     Raises:
@@ -50,6 +51,53 @@ def normalize_window_args(kernel_size: IntOrPair, dilation: IntOrPair) -> Tuple[
     if any(d < 1 for d in dil):
         raise ValueError(f'dilation must be >= 1, got {dil}')
     return kernel, dil
+
+
+def check_na2d_args(kernel_size: IntOrPair, dilation: IntOrPair, *, query: Optional[Tensor] = None,
+                    key: Optional[Tensor] = None, value: Optional[Tensor] = None, rpb: Optional[Tensor] = None,
+                    attn: Optional[Tensor] = None,
+                    window_args: Callable[[IntOrPair, IntOrPair], WindowArgs] = normalize_window_args) -> WindowArgs:
+    """Validates the arguments of a neighborhood-attention op (every backend runs this check);
+    returns the window pairs.
+
+    Pass the tensors the op takes: ``query, key`` (+ ``rpb``) for the scores, ``attn, value``
+    for the aggregation, ``query, key, value`` (+ ``rpb``) for the attention.
+
+    Args:
+        kernel_size, dilation: int or ``(kh, kw)`` / ``(dh, dw)``.
+        query, key, value: ``(B, heads, H, W, C)``, all of one shape; for the attention,
+            ``query`` and ``key`` of one dtype.
+        rpb: ``(heads, 2*kh - 1, 2*kw - 1)``.
+        attn: ``(B, heads, H, W, kh*kw)`` for ``value``.
+        window_args: turns ``kernel_size`` and ``dilation`` into pairs and validates them (the
+            traceable ops accept symbolic dilations).
+
+    Raises:
+        ValueError: naming the argument that does not fit.
+    """
+    given = [(name, t) for name, t in (('query', query), ('key', key), ('value', value), ('attn', attn))
+             if t is not None]
+    for name, t in given:
+        if t.dim() != 5:
+            raise ValueError(f'{name} must be 5-D (B, heads, H, W, C), got shape {tuple(t.shape)}')
+    (first_name, first), *others = [(name, t) for name, t in given if name != 'attn']
+    for name, t in others:
+        if t.shape != first.shape:
+            raise ValueError(f'{first_name} and {name} shapes differ: {tuple(first.shape)} vs {tuple(t.shape)}')
+    # the fused attention multiplies q and k as they are; the scores alone leave a mixed pair to
+    # the matmul (and autocast)
+    if value is not None and query is not None and key is not None and key.dtype != query.dtype:
+        raise ValueError(f'query and key dtypes differ: {query.dtype} vs {key.dtype}')
+    (kh, kw), dil = window_args(kernel_size, dilation)
+    heads = first.shape[1]
+    if rpb is not None and tuple(rpb.shape) != (heads, 2 * kh - 1, 2 * kw - 1):
+        raise ValueError(f'rpb must be ({heads}, {2 * kh - 1}, {2 * kw - 1}), got {tuple(rpb.shape)}')
+    if attn is not None:
+        b, heads, height, width, _ = first.shape
+        if tuple(attn.shape) != (b, heads, height, width, kh * kw):
+            raise ValueError(f'attn must be {(b, heads, height, width, kh * kw)} for {first_name} '
+                             f'{tuple(first.shape)} and kernel {(kh, kw)}, got {tuple(attn.shape)}')
+    return (kh, kw), dil
 
 
 # Query columns are processed in tiles of this width, which bounds the memory of the scores
@@ -102,11 +150,6 @@ def axis_neighbors(length: int, kernel: int, dilation: int, device: torch.device
     return AxisNeighbors(cpu.key.to(device), cpu.valid.to(device), cpu.bias.to(device), cpu.all_valid, tiles)
 
 
-def _check_5d(name: str, t: Tensor) -> None:
-    if t.dim() != 5:
-        raise ValueError(f'{name} must be 5-D (B, heads, H, W, C), got shape {tuple(t.shape)}')
-
-
 def _window_rows(x: Tensor, rows: AxisNeighbors) -> Tensor:
     """``x: (B, n, H, W, C)`` -> ``(B, n, H, kh, W, C)``: the kh key rows of each query row."""
     b, heads, height, width, dim = x.shape
@@ -129,13 +172,8 @@ def na2d_qk_ref(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: In
     Returns:
         ``(B, heads, H, W, kh*kw)`` scores; ``-inf`` on masked slots.
     """
-    _check_5d('query', query)
-    if key.shape != query.shape:
-        raise ValueError(f'query and key shapes differ: {tuple(query.shape)} vs {tuple(key.shape)}')
-    (kh, kw), (dh, dw) = normalize_window_args(kernel_size, dilation)
+    (kh, kw), (dh, dw) = check_na2d_args(kernel_size, dilation, query=query, key=key, rpb=rpb)
     b, heads, height, width, dim = query.shape
-    if rpb is not None and tuple(rpb.shape) != (heads, 2 * kh - 1, 2 * kw - 1):
-        raise ValueError(f'rpb must be ({heads}, {2 * kh - 1}, {2 * kw - 1}), got {tuple(rpb.shape)}')
     rows = axis_neighbors(height, kh, dh, query.device)
     cols = axis_neighbors(width, kw, dw, query.device)
     key_rows = _window_rows(key, rows)
@@ -165,13 +203,8 @@ def na2d_av_ref(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: I
     Returns:
         ``(B, heads, H, W, C)`` in the promoted dtype of ``attn`` and ``value``.
     """
-    _check_5d('attn', attn)
-    _check_5d('value', value)
-    (kh, kw), (dh, dw) = normalize_window_args(kernel_size, dilation)
+    (kh, kw), (dh, dw) = check_na2d_args(kernel_size, dilation, value=value, attn=attn)
     b, heads, height, width, dim = value.shape
-    if tuple(attn.shape) != (b, heads, height, width, kh * kw):
-        raise ValueError(f'attn must be {(b, heads, height, width, kh * kw)} for value {tuple(value.shape)} '
-                         f'and kernel {(kh, kw)}, got {tuple(attn.shape)}')
     rows = axis_neighbors(height, kh, dh, value.device)
     cols = axis_neighbors(width, kw, dw, value.device)
     dtype = torch.promote_types(attn.dtype, value.dtype)
@@ -206,8 +239,6 @@ def na2d_ref(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, 
     Returns:
         ``(B, heads, H, W, C)`` in the promoted dtype of ``query`` and ``value``.
     """
-    _check_5d('value', value)
-    if value.shape != query.shape:
-        raise ValueError(f'query and value shapes differ: {tuple(query.shape)} vs {tuple(value.shape)}')
+    check_na2d_args(kernel_size, dilation, query=query, key=key, value=value, rpb=rpb)
     attn = na2d_qk_ref(query, key, kernel_size, dilation, rpb).softmax(dim=-1)
     return na2d_av_ref(attn, value, kernel_size, dilation)

@@ -35,12 +35,14 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .neighborhood_attention import IntOrPair, _check_5d, normalize_window_args
-from .neighborhood_attention_triton import _check_triton, has_triton
+from .neighborhood_attention import IntOrPair, check_na2d_args
+from .neighborhood_attention_triton import has_triton, require_triton
 
 if has_triton():
     import triton
     import triton.language as tl
+
+    from .neighborhood_attention_triton import window_start
 
 # Queries per program: small tiles keep each query's halo (the work it costs) close to its window.
 TILE_QUERIES = 16
@@ -56,23 +58,15 @@ class LaunchSettings(NamedTuple):
 
 
 def launch_settings(kernel: Tuple[int, int]) -> LaunchSettings:
-    """Per window size, from the H100 sweep in docs/BENCHMARKS.md (A2Mamba-T's calls at 224 px):
-    2 rows and 2 warps for the k = 9 / 11 stages, 2 rows and 4 warps for k = 7 (forward +
-    backward 1.3 instead of 1.9 ms at stage 1, 0.45 instead of 0.65 ms at stage 3 compared
-    with 4 rows, 4 warps). ``launch_override`` replaces them (benchmarks)."""
-    if launch_override is not None:
-        return launch_override
+    """The default settings per window size, from the H100 sweep in docs/BENCHMARKS.md (A2Mamba-T's
+    calls at 224 px): 2 rows and 2 warps for the k = 9 / 11 stages, 2 rows and 4 warps for k = 7
+    (forward + backward 1.3 instead of 1.9 ms at stage 1, 0.45 instead of 0.65 ms at stage 3
+    compared with 4 rows, 4 warps). The ``launch`` argument of the entry points replaces them
+    (benchmarks)."""
     return LaunchSettings(2, 2, 4) if max(kernel) <= 7 else LaunchSettings(2, 1, 2)
 
 
-launch_override: Optional[LaunchSettings] = None
-
 if has_triton():
-
-    @triton.jit
-    def _window_start(pos, group_len, KERNEL: tl.constexpr):
-        """First key (group coordinate) of the window of query ``pos`` in a group of ``group_len``."""
-        return tl.minimum(tl.maximum(pos - KERNEL // 2, 0), tl.maximum(group_len - KERNEL, 0))
 
     @triton.jit
     def _query_range(first_key, last_key, group_len, KERNEL: tl.constexpr):
@@ -101,6 +95,25 @@ if has_triton():
     def _head_slice(ptr, bh, heads, stride_b, stride_n):
         """``ptr`` moved to the ``(batch, head)`` slice ``bh`` (64-bit; offsets inside it stay 32-bit)."""
         return ptr + (bh // heads) * stride_b + (bh % heads) * stride_n
+
+    @triton.jit
+    def _head_inputs(q_ptr, k_ptr, v_ptr, rpb_ptr, lse_ptr, bh, heads, H, W, q_sb, q_sn, k_sb, k_sn, v_sb, v_sn,
+                     KH: tl.constexpr, KW: tl.constexpr):
+        """``q``, ``k``, ``v`` and the log-sum-exp moved to the ``(batch, head)`` slice ``bh``, and the
+        head's bias table."""
+        return (_head_slice(q_ptr, bh, heads, q_sb, q_sn), _head_slice(k_ptr, bh, heads, k_sb, k_sn),
+                _head_slice(v_ptr, bh, heads, v_sb, v_sn), rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1),
+                lse_ptr + bh * H * W)
+
+    @triton.jit
+    def _backward_inputs(q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, bh, heads, H, W,
+                         q_sb, q_sn, k_sb, k_sn, v_sb, v_sn, g_sb, g_sn, KH: tl.constexpr, KW: tl.constexpr):
+        """What both backward passes read, moved to the slice ``bh``: :func:`_head_inputs`, then
+        ``d out`` and ``delta``."""
+        q_ptr, k_ptr, v_ptr, rpb_head, lse_ptr = _head_inputs(q_ptr, k_ptr, v_ptr, rpb_ptr, lse_ptr, bh, heads, H, W,
+                                                              q_sb, q_sn, k_sb, k_sn, v_sb, v_sn, KH, KW)
+        return (q_ptr, k_ptr, v_ptr, rpb_head, _head_slice(dout_ptr, bh, heads, g_sb, g_sn), lse_ptr,
+                delta_ptr + bh * H * W)
 
     @triton.jit
     def _mm(a, b, PREC: tl.constexpr):
@@ -134,7 +147,7 @@ if has_triton():
         py = py0 + i // TW
         px = px0 + i % TW
         q_ok = (py < lgy) & (px < lgx)
-        return gy, gx, lgy, lgx, py0, px0, py, px, q_ok, _window_start(py, lgy, KH), _window_start(px, lgx, KW)
+        return gy, gx, lgy, lgx, py0, px0, py, px, q_ok, window_start(py, lgy, KH), window_start(px, lgx, KW)
 
     @triton.jit
     def _halo(py0, px0, lgy, lgx, sx, q_ok, TH: tl.constexpr, TW: tl.constexpr, KH: tl.constexpr,
@@ -142,8 +155,8 @@ if has_triton():
         """The union of a query tile's windows: rows ``ky0 .. ky0 + n_rows - 1``, columns ``kx``
         (``NC`` of them, repeated for the ``RS`` rows of a step, indexed by ``j``), the valid
         columns, and per (query, halo column) whether the column lies in the query's window."""
-        ky0 = _window_start(py0, lgy, KH)
-        kx0 = _window_start(px0, lgx, KW)
+        ky0 = window_start(py0, lgy, KH)
+        kx0 = window_start(px0, lgx, KW)
         n_rows = tl.minimum(TH + KH - 1, lgy - ky0)
         j = tl.arange(0, RS * NC)
         kx = kx0 + j % NC
@@ -181,14 +194,11 @@ if has_triton():
                                                                        tiles_per_group, TH, TW, KH, KW)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
-        q_ptr = _head_slice(q_ptr, bh, heads, q_sb, q_sn)
-        k_ptr = _head_slice(k_ptr, bh, heads, k_sb, k_sn)
-        v_ptr = _head_slice(v_ptr, bh, heads, v_sb, v_sn)
+        q_ptr, k_ptr, v_ptr, rpb_head, lse_ptr = _head_inputs(q_ptr, k_ptr, v_ptr, rpb_ptr, lse_ptr, bh, heads, H, W,
+                                                              q_sb, q_sn, k_sb, k_sn, v_sb, v_sn, KH, KW)
         out_ptr = _head_slice(out_ptr, bh, heads, o_sb, o_sn)
-        lse_ptr += bh * H * W
         q_lin = (py * DH + gy) * W + px * DW + gx
         qt = tl.load(q_ptr + q_lin[:, None] * q_sp + c[None, :] * q_sc, mask=q_ok[:, None] & c_ok[None, :], other=0.0)
-        rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
 
         # the halo, walked RS rows per step
         ky0, kx0, n_rows, j, kx, col_ok, in_cols = _halo(py0, px0, lgy, lgx, sx, q_ok, TH, TW, KH, KW, NC, RS)
@@ -228,13 +238,10 @@ if has_triton():
                                                                        TH, TW, KH, KW)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
-        q_ptr = _head_slice(q_ptr, bh, heads, q_sb, q_sn)
-        k_ptr = _head_slice(k_ptr, bh, heads, k_sb, k_sn)
-        v_ptr = _head_slice(v_ptr, bh, heads, v_sb, v_sn)
-        dout_ptr = _head_slice(dout_ptr, bh, heads, g_sb, g_sn)
+        q_ptr, k_ptr, v_ptr, rpb_head, dout_ptr, lse_ptr, delta_ptr = _backward_inputs(
+            q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, bh, heads, H, W,
+            q_sb, q_sn, k_sb, k_sn, v_sb, v_sn, g_sb, g_sn, KH, KW)
         dq_ptr = _head_slice(dq_ptr, bh, heads, dq_sb, dq_sn)
-        lse_ptr += bh * H * W
-        delta_ptr += bh * H * W
         q_lin = (py * DH + gy) * W + px * DW + gx
         q_off = q_lin[:, None] * q_sp + c[None, :] * q_sc
         io_mask = q_ok[:, None] & c_ok[None, :]
@@ -242,7 +249,6 @@ if has_triton():
         grad_out = tl.load(dout_ptr + q_lin[:, None] * g_sp + c[None, :] * g_sc, mask=io_mask, other=0.0)
         lse = tl.load(lse_ptr + q_lin, mask=q_ok, other=0.0)
         delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
-        rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
 
         ky0, kx0, n_rows, j, kx, col_ok, in_cols = _halo(py0, px0, lgy, lgx, sx, q_ok, TH, TW, KH, KW, NC, RS)
         # d rpb: the product's rows taken as (query, halo row of the step) pairs have one bias row
@@ -297,21 +303,17 @@ if has_triton():
         k_ok = (my < lgy) & (mx < lgx)
         c = tl.arange(0, BLOCK_C)
         c_ok = c < C
-        q_ptr = _head_slice(q_ptr, bh, heads, q_sb, q_sn)
-        k_ptr = _head_slice(k_ptr, bh, heads, k_sb, k_sn)
-        v_ptr = _head_slice(v_ptr, bh, heads, v_sb, v_sn)
-        dout_ptr = _head_slice(dout_ptr, bh, heads, g_sb, g_sn)
+        q_ptr, k_ptr, v_ptr, rpb_head, dout_ptr, lse_ptr, delta_ptr = _backward_inputs(
+            q_ptr, k_ptr, v_ptr, rpb_ptr, dout_ptr, lse_ptr, delta_ptr, bh, heads, H, W,
+            q_sb, q_sn, k_sb, k_sn, v_sb, v_sn, g_sb, g_sn, KH, KW)
         dk_ptr = _head_slice(dk_ptr, bh, heads, dk_sb, dk_sn)
         dv_ptr = _head_slice(dv_ptr, bh, heads, dv_sb, dv_sn)
-        lse_ptr += bh * H * W
-        delta_ptr += bh * H * W
         k_lin = ((my * DH + gy) * W + mx * DW + gx)[:, None]
         k_off = k_lin * k_sp + c[None, :] * k_sc
         v_off = k_lin * v_sp + c[None, :] * v_sc
         io_mask = k_ok[:, None] & c_ok[None, :]
         kt = tl.load(k_ptr + k_off, mask=io_mask, other=0.0)
         vt = tl.load(v_ptr + v_off, mask=io_mask, other=0.0)
-        rpb_head = rpb_ptr + (bh % heads) * (2 * KH - 1) * (2 * KW - 1)
 
         qy_lo, qy_hi = _query_range(my0, tl.minimum(my0 + TH - 1, lgy - 1), lgy, KH)
         qx_lo, qx_hi = _query_range(mx0, tl.minimum(mx0 + TW - 1, lgx - 1), lgx, KW)
@@ -331,8 +333,8 @@ if has_triton():
             grad_out = tl.load(dout_ptr + q_lin[:, None] * g_sp + c[None, :] * g_sc, mask=q_mask, other=0.0)
             lse = tl.load(lse_ptr + q_lin, mask=q_ok, other=0.0)
             delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
-            sy = _window_start(qy, lgy, KH)
-            sx = _window_start(qx, lgx, KW)
+            sy = window_start(qy, lgy, KH)
+            sx = window_start(qx, lgx, KW)
             window = k_ok[:, None] & q_ok[None, :] & (my[:, None] >= sy[None, :]) & (my[:, None] < sy[None, :] + KH) \
                 & (mx[:, None] >= sx[None, :]) & (mx[:, None] < sx[None, :] + KW)
             # keys x queries: the transposed scores
@@ -364,18 +366,21 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def tile_config(height: int, width: int, kernel: Tuple[int, int], dilation: Tuple[int, int]) -> TileConfig:
+def tile_config(height: int, width: int, kernel: Tuple[int, int], dilation: Tuple[int, int],
+                launch: Optional[LaunchSettings] = None) -> TileConfig:
     """Picks the tile shape that minimises the padded (query, halo key) pairs over the map.
 
     Every query of a tile is scored against the whole halo, padded to ``NC`` columns and to a
     multiple of ``RS`` rows, so a wide tile wastes work on a narrow window and vice versa
-    (e.g. 4x4 tiles for k = 11, 2x8 for k = 7).
+    (e.g. 4x4 tiles for k = 11, 2x8 for k = 7). ``launch`` defaults to :func:`launch_settings`.
     """
-    return _best_tiles(height, width, tuple(kernel), tuple(dilation), launch_settings(kernel))
+    if launch is None:
+        launch = launch_settings(kernel)
+    return _best_tiles(height, width, tuple(kernel), tuple(dilation), launch)
 
 
 # Every forward and backward call asks again for the same few shapes: a cached answer keeps the
-# search off the host's per-call work.
+# search off the host's per-call work. The launch settings are part of the key.
 @lru_cache(maxsize=1024)
 def _best_tiles(height: int, width: int, kernel: Tuple[int, int], dilation: Tuple[int, int],
                 launch: LaunchSettings) -> TileConfig:
@@ -442,13 +447,15 @@ def empty_in_layout(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor
 
 
 def na2d_fused_forward(query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], kernel: Tuple[int, int],
-                       dilation: Tuple[int, int], tf32: bool) -> Tuple[Tensor, Tensor]:
+                       dilation: Tuple[int, int], tf32: bool,
+                       launch: Optional[LaunchSettings] = None) -> Tuple[Tensor, Tensor]:
     """``(out, lse)``: the attention output in the layout of :func:`empty_in_layout` (value) and the
-    float32 base-2 log-sum-exp of each query's scores, ``(B, heads, H, W)``, for the backward."""
+    float32 base-2 log-sum-exp of each query's scores, ``(B, heads, H, W)``, for the backward.
+    ``launch``: see :func:`tile_config`."""
     query, key, value = _pixel_major(query), _pixel_major(key), _pixel_major(value)
     rpb_c = None if rpb is None else rpb.contiguous()
     b, heads, height, width, dim = query.shape
-    cfg = tile_config(height, width, kernel, dilation)
+    cfg = tile_config(height, width, kernel, dilation, launch)
     out = empty_in_layout(value, torch.promote_types(query.dtype, value.dtype))
     lse = torch.empty(b, heads, height, width, device=query.device, dtype=torch.float32)
     grid = (cfg.groups * cfg.tiles_per_group, b * heads)
@@ -463,14 +470,16 @@ def na2d_fused_forward(query: Tensor, key: Tensor, value: Tensor, rpb: Optional[
 
 def na2d_fused_backward(dout: Tensor, query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], out: Tensor,
                         lse: Tensor, kernel: Tuple[int, int], dilation: Tuple[int, int], tf32: bool,
-                        needs_grad: Tuple[bool, bool, bool, bool] = (True, True, True, True)
+                        needs_grad: Tuple[bool, bool, bool, bool] = (True, True, True, True),
+                        launch: Optional[LaunchSettings] = None,
                         ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """``(dq, dk, dv, d rpb)``, each in its input's layout (:func:`empty_in_layout`); ``None`` where
-    ``needs_grad`` says the gradient is not wanted (or there is no ``rpb``)."""
+    ``needs_grad`` says the gradient is not wanted (or there is no ``rpb``). ``launch``: see
+    :func:`tile_config`."""
     query, key, value = _pixel_major(query), _pixel_major(key), _pixel_major(value)
     rpb = None if rpb is None else rpb.contiguous()
     b, heads, height, width, dim = query.shape
-    cfg = tile_config(height, width, kernel, dilation)
+    cfg = tile_config(height, width, kernel, dilation, launch)
     precision = dot_precision(tf32, query, value)
     dout = _pixel_major(dout)
     delta = (dout.float() * out.float()).sum(-1)  # [B, heads, H, W]: rowsum(dO * O) = rowsum(P * dP)
@@ -507,43 +516,26 @@ class NA2DFn(torch.autograd.Function):
     Reads its inputs in place (views of a qkv projection or of the scan's states need no
     copy) and writes the output, and each gradient, in the channel order of the value (resp.
     of its input). (The model reaches these kernels through the ``a2mamba::na2d`` op of
-    :mod:`ops.library`; this Function serves direct calls.)
+    :mod:`ops.library`; this Function serves direct calls.) The backward launches with the
+    forward's ``launch`` settings.
     """
 
     @staticmethod
     def forward(ctx, query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], kernel: Tuple[int, int],
-                dilation: Tuple[int, int]) -> Tensor:
+                dilation: Tuple[int, int], launch: Optional[LaunchSettings] = None) -> Tensor:
         tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.is_autocast_enabled('cuda')
-        out, lse = na2d_fused_forward(query, key, value, rpb, kernel, dilation, tf32)
+        out, lse = na2d_fused_forward(query, key, value, rpb, kernel, dilation, tf32, launch)
         ctx.save_for_backward(query, key, value, rpb, out, lse)
-        ctx.window = kernel, dilation, tf32
+        ctx.window = kernel, dilation, tf32, launch
         return out
 
     @staticmethod
     def backward(ctx, dout: Tensor):
         query, key, value, rpb, out, lse = ctx.saved_tensors
-        kernel, dilation, tf32 = ctx.window
+        kernel, dilation, tf32, launch = ctx.window
         grads = na2d_fused_backward(dout, query, key, value, rpb, out, lse, kernel, dilation, tf32,
-                                    tuple(ctx.needs_input_grad[:4]))
-        return (*grads, None, None)
-
-
-def check_na2d_args(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair,
-                    rpb: Optional[Tensor]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    """Validates the arguments of a fused neighborhood attention; returns the window pairs."""
-    for name, t in (('query', query), ('key', key), ('value', value)):
-        _check_5d(name, t)
-    if key.shape != query.shape or value.shape != query.shape:
-        raise ValueError(f'query, key and value shapes differ: {tuple(query.shape)}, {tuple(key.shape)}, '
-                         f'{tuple(value.shape)}')
-    if key.dtype != query.dtype:
-        raise ValueError(f'query and key dtypes differ: {query.dtype} vs {key.dtype}')
-    kernel, dil = normalize_window_args(kernel_size, dilation)
-    heads = query.shape[1]
-    if rpb is not None and tuple(rpb.shape) != (heads, 2 * kernel[0] - 1, 2 * kernel[1] - 1):
-        raise ValueError(f'rpb must be ({heads}, {2 * kernel[0] - 1}, {2 * kernel[1] - 1}), '
-                         f'got {tuple(rpb.shape)}')
-    return kernel, dil
+                                    tuple(ctx.needs_input_grad[:4]), launch)
+        return (*grads, None, None, None)
 
 
 def fused_serves(query: Tensor) -> bool:
@@ -552,14 +544,15 @@ def fused_serves(query: Tensor) -> bool:
 
 
 def na2d_triton(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
-                rpb: Optional[Tensor] = None) -> Tensor:
-    """Triton twin of :func:`ops.neighborhood_attention.na2d_ref` (same arguments and result)."""
-    _check_triton()
-    kernel, dil = check_na2d_args(query, key, value, kernel_size, dilation, rpb)
+                rpb: Optional[Tensor] = None, launch: Optional[LaunchSettings] = None) -> Tensor:
+    """Triton twin of :func:`ops.neighborhood_attention.na2d_ref` (same arguments and result);
+    ``launch`` replaces the kernels' default :func:`launch_settings` (benchmarks)."""
+    require_triton(query)
+    kernel, dil = check_na2d_args(kernel_size, dilation, query=query, key=key, value=value, rpb=rpb)
     if not fused_serves(query):
         raise ValueError(f'batch * heads must be at most 65535 (a grid axis), got {query.shape[0] * query.shape[1]}')
-    return NA2DFn.apply(query, key, value, rpb, kernel, dil)
+    return NA2DFn.apply(query, key, value, rpb, kernel, dil, launch)
 
 
-__all__ = ['na2d_triton', 'NA2DFn', 'na2d_fused_forward', 'na2d_fused_backward', 'empty_in_layout', 'check_na2d_args',
+__all__ = ['na2d_triton', 'NA2DFn', 'na2d_fused_forward', 'na2d_fused_backward', 'empty_in_layout',
            'tile_config', 'TileConfig', 'LaunchSettings', 'launch_settings']

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch._guards import detect_fake_mode
 
-from .neighborhood_attention import IntOrPair, window_indices
+from .neighborhood_attention import IntOrPair, check_na2d_args, window_indices
 from .selective_scan import scan_steps
 
 # 2048 x 2048 px at A2Mamba's stride-4 first stage.
@@ -95,11 +95,6 @@ def _window_args(kernel_size: IntOrPair, dilation: SizeOrPair) -> Tuple[Tuple[in
     return kernel, dil
 
 
-def _check_5d(name: str, t: Tensor) -> None:
-    if t.dim() != 5:
-        raise ValueError(f'{name} must be 5-D (B, heads, H, W, C), got shape {tuple(t.shape)}')
-
-
 def _as_operand(size, device: torch.device):
     """A symbolic size as a 0-d tensor: the ONNX exporter translates tensor-tensor integer
     arithmetic, not every op with a symbolic scalar operand (``remainder`` fails)."""
@@ -143,13 +138,8 @@ def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: SizeOr
             rpb: Optional[Tensor] = None) -> Tensor:
     """Traceable :func:`ops.na2d_qk_ref`: ``(B, heads, H, W, kh*kw)`` scores, ``-inf`` on
     masked slots."""
-    _check_5d('query', query)
-    if key.shape != query.shape:
-        raise ValueError(f'query and key shapes differ: {tuple(query.shape)} vs {tuple(key.shape)}')
-    (kh, kw), dil = _window_args(kernel_size, dilation)
+    (kh, kw), dil = check_na2d_args(kernel_size, dilation, query=query, key=key, rpb=rpb, window_args=_window_args)
     b, heads, height, width, dim = query.shape
-    if rpb is not None and tuple(rpb.shape) != (heads, 2 * kh - 1, 2 * kw - 1):
-        raise ValueError(f'rpb must be ({heads}, {2 * kh - 1}, {2 * kw - 1}), got {tuple(rpb.shape)}')
     index, bias_index, valid = _windows(height, width, (kh, kw), dil, query.device)
     keys = _gather_windows(key, index)
     attn = (keys @ query.unsqueeze(-1)).squeeze(-1)  # [B, n, H, W, kh*kw]
@@ -162,13 +152,8 @@ def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: SizeOr
 def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: SizeOrPair = 1) -> Tensor:
     """Traceable :func:`ops.na2d_av_ref`: ``(B, heads, H, W, C)``; masked slots of ``attn``
     are ignored whatever they hold."""
-    _check_5d('attn', attn)
-    _check_5d('value', value)
-    (kh, kw), dil = _window_args(kernel_size, dilation)
+    (kh, kw), dil = check_na2d_args(kernel_size, dilation, value=value, attn=attn, window_args=_window_args)
     b, heads, height, width, dim = value.shape
-    if tuple(attn.shape) != (b, heads, height, width, kh * kw):
-        raise ValueError(f'attn must be {(b, heads, height, width, kh * kw)} for value {tuple(value.shape)} '
-                         f'and kernel {(kh, kw)}, got {tuple(attn.shape)}')
     index, _, valid = _windows(height, width, (kh, kw), dil, value.device)
     dtype = torch.promote_types(attn.dtype, value.dtype)
     weights = attn.to(dtype).masked_fill(~valid, 0)
@@ -179,9 +164,7 @@ def na2d_av(attn: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: SizeO
 def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: SizeOrPair = 1,
          rpb: Optional[Tensor] = None) -> Tensor:
     """Traceable :func:`ops.na2d_ref`: ``softmax(q . k + rpb) @ v`` over each window."""
-    _check_5d('value', value)
-    if value.shape != query.shape:
-        raise ValueError(f'query and value shapes differ: {tuple(query.shape)} vs {tuple(value.shape)}')
+    check_na2d_args(kernel_size, dilation, query=query, key=key, value=value, rpb=rpb, window_args=_window_args)
     return na2d_av(na2d_qk(query, key, kernel_size, dilation, rpb).softmax(dim=-1), value, kernel_size, dilation)
 
 

@@ -151,32 +151,29 @@ def fused_config(text: str) -> Optional[fused_mod.LaunchSettings]:
     return fused_mod.LaunchSettings(*values)
 
 
-def set_fused_config(config: Optional[fused_mod.LaunchSettings]) -> None:
-    fused_mod.launch_override = config
-
-
 def bench_fused(batch: int, height: int, width: int, config: Optional[fused_mod.LaunchSettings], copy_gbs: float,
                 time_fn: Callable, with_unfused: bool = True) -> List[str]:
-    """Fused (and unfused) Triton attention (bf16) per call: fwd, and fwd + bwd (all input grads)."""
+    """Fused (and unfused) Triton attention (bf16) per call: fwd, and fwd + bwd (all input grads);
+    the fused kernels launch with ``config`` (``None``: the library's choice per window)."""
     rows = []
     dtype = torch.bfloat16
-    set_fused_config(config)
     for scale, heads, h, w, dim, kernel, dil in na_calls(height, width):
         q, k, v = (torch.randn(batch, heads, h, w, dim, device='cuda', dtype=dtype) for _ in range(3))
         rpb = torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, device='cuda')
         leaves = [t.detach().requires_grad_() for t in (q, k, v, rpb)]
         g_out = torch.randn_like(v)
 
+        def fused(q, k, v, rpb):
+            return ops.na2d_triton(q, k, v, kernel, dil, rpb, launch=config)
+
         def unfused(q, k, v, rpb):
             attn = ops.na2d_qk_triton(q, k, kernel, dil, rpb).softmax(-1)
             return ops.na2d_av_triton(attn, v, kernel, dil)
 
         cells = []
-        for impl in (ops.na2d_triton, unfused) if with_unfused else (ops.na2d_triton,):
-            fwd = time_fn(lambda: impl(q, k, v, kernel, dil, rpb) if impl is ops.na2d_triton else impl(q, k, v, rpb))
-            both = time_fn(lambda: torch.autograd.grad(
-                impl(*leaves[:3], kernel, dil, leaves[3]) if impl is ops.na2d_triton else impl(*leaves),
-                leaves, g_out))
+        for impl in (fused, unfused) if with_unfused else (fused,):
+            fwd = time_fn(lambda: impl(q, k, v, rpb))
+            both = time_fn(lambda: torch.autograd.grad(impl(*leaves), leaves, g_out))
             cells.append((fwd, both))
         tokens = q.numel()
         # fwd: read q, k, v, write out (bf16) and the float32 log-sum-exp; bwd adds reading
@@ -188,7 +185,7 @@ def bench_fused(batch: int, height: int, width: int, config: Optional[fused_mod.
         if with_unfused:
             u_fwd, u_both = cells[1]
             unfused_cells = f'| {u_fwd:.3f} | {u_both:.3f} | {u_fwd / f_fwd:.1f}x / {u_both / f_both:.1f}x |'
-        launch = ','.join(map(str, fused_mod.launch_settings((kernel, kernel))))
+        launch = ','.join(map(str, config or fused_mod.launch_settings((kernel, kernel))))
         rows.append(f'| B{batch} {h}x{w} {scale} heads{heads} C{dim} k{kernel} d{dil} | {launch} '
                     f'| {f_fwd:.3f} ({100 * fwd_bytes / f_fwd / 1e6 / copy_gbs:.0f}%) '
                     f'| {f_both:.3f} ({100 * both_bytes / f_both / 1e6 / copy_gbs:.0f}%) ' + unfused_cells)
@@ -231,7 +228,6 @@ def main() -> None:
     for i, config in enumerate(args.fused_configs):
         for batch, height, width in ((128, 224, 224), (2, 800, 1344))[:1 if i else 2]:
             lines += bench_fused(batch, height, width, config, copy_gbs, median_ms, with_unfused=not i)
-    set_fused_config(args.fused_configs[0])
     lines += ['', 'Neighborhood attention, bf16, ms (%copy of minimum bytes); bwd = fwd + bwd', '',
               '| call | qk fwd | av fwd | qk bwd | av bwd |', '|---|---|---|---|---|']
     for batch, height, width in ((128, 224, 224), (2, 800, 1344)):
