@@ -15,8 +15,8 @@ import torch
 from conftest import rel_err
 
 import ops
-from ops import dispatch
-from ops.neighborhood_attention_fused import na2d_triton
+from ops import dispatch, traceable_ops
+from ops.neighborhood_attention_fused import LaunchSettings, na2d_triton, tile_config
 from ops.neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton
 from ops.selective_scan import has_cuda_scan, selective_scan_states_cuda
 
@@ -27,6 +27,9 @@ needs_cuda_scan = pytest.mark.skipif(not has_cuda_scan(),
                                      reason='needs a CUDA GPU and the built ops._scan_cuda extension')
 needs_cuda_triton = pytest.mark.skipif(not (torch.cuda.is_available() and has_triton()),
                                        reason='needs a CUDA GPU and triton')
+TRITON_RUNS = INTERPRETING or (torch.cuda.is_available() and has_triton())
+# where the Triton kernels run in this process (the interpreter takes CPU tensors)
+TRITON_DEVICE = 'cuda' if torch.cuda.is_available() and not INTERPRETING else 'cpu'
 
 # Relative error bounds ||out - ref|| / ||ref|| per input dtype (the kernels and references
 # compute in float32 on the same inputs; low-precision outputs add one rounding).
@@ -248,6 +251,71 @@ def test_model_fast_backends_match_reference():
     grads_ref = torch.autograd.grad(ref, params, grad)
     worst = max(rel_err(g, g_ref) for g, g_ref in zip(grads, grads_ref) if g_ref.norm() > 0)
     assert worst < 2e-3
+
+
+# ------------------------------------------------ arguments and launch settings
+
+NA_BACKENDS = {
+    'reference': (ops.na2d_qk_ref, ops.na2d_av_ref, ops.na2d_ref),
+    'traceable': (traceable_ops.na2d_qk, traceable_ops.na2d_av, traceable_ops.na2d),
+    'triton': (na2d_qk_triton, na2d_av_triton, na2d_triton),
+}
+
+
+@pytest.mark.parametrize('backend', list(NA_BACKENDS))
+def test_na_backends_reject_bad_arguments_alike(backend):
+    if backend == 'triton' and not TRITON_RUNS:
+        pytest.skip('needs a CUDA GPU and triton, or the Triton interpreter')
+    qk, av, na = NA_BACKENDS[backend]
+    device = TRITON_DEVICE if backend == 'triton' else 'cpu'
+    q = torch.randn(1, 2, 8, 8, 4, device=device)
+    for call, message in [
+        (lambda: qk(q, q, 4), 'kernel_size must be odd'),
+        (lambda: qk(q, q, 3, 0), 'dilation must be >= 1'),
+        (lambda: qk(q[0], q[0], 3), 'query must be 5-D'),
+        (lambda: qk(q, q[:, :1], 3), 'query and key shapes differ'),
+        (lambda: qk(q, q, 3, 1, torch.zeros(2, 3, 3, device=device)), r'rpb must be \(2, 5, 5\)'),
+        (lambda: av(q, q[0], 3), 'value must be 5-D'),
+        (lambda: av(torch.zeros(1, 2, 8, 8, 8, device=device), q, 3), r'attn must be \(1, 2, 8, 8, 9\)'),
+        (lambda: na(q, q, q[..., :2], 3), 'query and value shapes differ'),
+        (lambda: na(q, q.double(), q, 3), 'query and key dtypes differ'),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+@pytest.mark.skipif(INTERPRETING or not has_triton(), reason='needs triton, not its CPU interpreter')
+def test_triton_kernels_need_cuda_tensors():
+    q = torch.randn(1, 1, 4, 4, 2)
+    for call in (lambda: na2d_qk_triton(q, q, 3), lambda: na2d_av_triton(torch.zeros(1, 1, 4, 4, 9), q, 3),
+                 lambda: na2d_triton(q, q, q, 3)):
+        with pytest.raises(ValueError, match='need CUDA tensors, got cpu'):
+            call()
+
+
+def test_tile_config_follows_the_launch_settings():
+    default = tile_config(56, 56, (11, 11), (1, 1))
+    assert (default.rs, default.rs_rpb, default.warps) == (2, 1, 2)
+    custom = tile_config(56, 56, (11, 11), (1, 1), LaunchSettings(4, 2, 8))
+    assert (custom.rs, custom.rs_rpb, custom.warps) == (4, 2, 8)
+    assert tile_config(56, 56, (11, 11), (1, 1)) == default  # the cache keeps the two apart
+
+
+@pytest.mark.skipif(not TRITON_RUNS, reason='needs a CUDA GPU and triton, or the Triton interpreter')
+def test_fused_backward_launches_with_the_forwards_settings(monkeypatch):
+    seen = []
+    monkeypatch.setattr(ops.neighborhood_attention_fused, 'tile_config',
+                        lambda *args: seen.append(args[4]) or tile_config(*args))
+    launch = LaunchSettings(1, 1, 2)
+    leaves = [t.requires_grad_() for t in na_inputs(1, 2, 6, 5, 4, 3, torch.float32, TRITON_DEVICE, seed=3)]
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    out = na2d_triton(*leaves[:3], 3, 2, leaves[3], launch=launch)
+    ref = ops.na2d_ref(*ref_leaves[:3], 3, 2, ref_leaves[3])
+    grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
+    grads_ref = torch.autograd.grad(ref, ref_leaves, torch.ones_like(ref))
+    assert seen == [launch, launch]
+    for got, expected in zip((out, *grads), (ref, *grads_ref)):
+        assert rel_err(got, expected) < 2 * TOL[torch.float32]
 
 
 # ------------------------------------------------ Triton interpreter (CPU) and dispatch
