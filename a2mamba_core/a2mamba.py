@@ -187,6 +187,15 @@ class A2SSM(nn.Module):
         return y.view(b, c, height, width).to(self.Ds.dtype)
 
 
+def _dilation_along(side: Union[int, torch.SymInt], kernel: int) -> Union[int, torch.SymInt]:
+    """``max(1, min(side // kernel, kernel))``. A symbolic side (torch.export, ONNX) takes
+    ``torch.sym_min/sym_max``, which keep it symbolic without a guard; a plain int takes Python's
+    min/max, since Dynamo (torch 2.11) breaks the graph on ``torch.sym_min`` of two ints."""
+    if isinstance(side, torch.SymInt):
+        return torch.sym_max(1, torch.sym_min(side // kernel, kernel))
+    return max(1, min(side // kernel, kernel))
+
+
 class MASS(nn.Module):
     """Multi-scale Attention-augmented State Space model: A2Mamba's token mixer.
 
@@ -229,9 +238,7 @@ class MASS(nn.Module):
     def dilation(self, height: int, width: int) -> Tuple[int, int]:
         """Dilation of the second scale on an ``H x W`` map: ``min(side // k, k)``, at least 1."""
         kh, kw = self.window_size
-        # sym_min/sym_max: under torch.export a symbolic size stays symbolic (no guard on it)
-        return (torch.sym_max(1, torch.sym_min(height // kh, kh)),
-                torch.sym_max(1, torch.sym_min(width // kw, kw)))
+        return _dilation_along(height, kh), _dilation_along(width, kw)
 
     def split_heads(self, qkv: Tensor, pos_enc: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """``q, k, v: (B, heads, H, W, hd)`` from the ``qkv`` projection ``(B, 3C, H, W)``, with

@@ -39,6 +39,21 @@ def test_small_map_axis_becomes_global(nano):
     assert mixer.dilation(8, 8) == (1, 1) and mixer.dilation(56, 56) == (5, 5) and mixer.dilation(200, 33) == (11, 3)
 
 
+def test_dilation_of_static_sizes_is_python_ints(nano, monkeypatch):
+    """Static sizes give plain ints without calling ``torch.sym_min``: Dynamo of torch 2.11 (the
+    GPU image's) breaks the graph on it, once per block, and the compiled model then recompiles
+    per drop-path rate until it falls back to eager."""
+    mixer = nano.layers[0].blocks[0].token_mixer
+
+    def no_symbolic_call(*args):
+        raise AssertionError(f'torch.sym_min/sym_max called on {args}')
+
+    monkeypatch.setattr(torch, 'sym_min', no_symbolic_call)
+    monkeypatch.setattr(torch, 'sym_max', no_symbolic_call)
+    dilation = mixer.dilation(56, 33)
+    assert dilation == (5, 3) and all(type(d) is int for d in dilation)
+
+
 @pytest.mark.parametrize('x,message', [
     (torch.randn(3, 64, 64), '4-D'),
     (torch.randn(1, 1, 64, 64), '3 input channels'),
