@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# One device call: the GPU correctness checks, side by side on one card (none of them is timed).
+# One device call: the GPU correctness checks, side by side on one card, then (BENCH=1) a short
+# inference benchmark with the time left.
 #   - builds the CUDA scan in place;
-#   - starts building mmcv with its CUDA ops in a process of its own (setsid: it outlives this call,
-#     so a later call on the same machine finds mmcv in /tmp/site; /tmp/mmcv_ready marks the end);
 #   - pytest: the fp16 cast model, the GPU op tests, the conformance goldens (eager and compiled
-#     kernels, fp32, TF32 off), compiled equals eager (default and reduce-overhead);
-#   - meanwhile STEPS bf16 AdamW steps of A2Mamba-T at lr 2e-3, CUDA graphs (amp_stability.py).
-# Writes $OUT/gpu_tests.log, $OUT/amp_stability.log, $OUT/build_scan.log; /tmp/mmcv_build.log.
-#   TEST_LIMIT (default 420) bounds pytest, AMP_LIMIT (default 420) the training steps.
+#     kernels, fp32, TF32 off), the whole model as one graph, compiled equals eager;
+#   - meanwhile STEPS bf16 AdamW steps of A2Mamba-T at lr 2e-3, eager and then with CUDA graphs
+#     (amp_stability.py);
+#   - MMCV=1 also starts building mmcv with its CUDA ops in a process of its own (setsid: it outlives
+#     this call, so a later call on the same machine finds mmcv in /tmp/site; /tmp/mmcv_ready marks
+#     the end);
+#   - BENCH=1: tools/benchmark.py, inference, CUDA graphs, A2Mamba-T beside swin_tiny, until
+#     LIMIT_S (default 560) seconds after the start.
+# Writes $OUT/gpu_tests.log, $OUT/amp_*.log, $OUT/build_scan.log, $OUT/bench.md.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT="${OUT:-/tmp}"
@@ -15,26 +19,37 @@ export PYTHONUNBUFFERED=1 A2MAMBA_CONFORMANCE="$PWD/.gpu_stage/conformance" TORC
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
 
-if [[ ! -e /tmp/mmcv_ready ]]; then
+if [[ "${MMCV:-0}" == 1 && ! -e /tmp/mmcv_ready ]]; then
     MMCV_JOBS="${MMCV_JOBS:-8}" setsid bash -c 'source .ci/gpu/setup_gpu_env.sh && touch /tmp/mmcv_ready' \
         >/tmp/mmcv_build.log 2>&1 < /dev/null &
 fi
 arch="$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
-start=$SECONDS
-A2MAMBA_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS=8 python3 setup.py build_ext --inplace \
+A2MAMBA_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS=12 python3 setup.py build_ext --inplace \
     >"$OUT/build_scan.log" 2>&1 || { tail -40 "$OUT/build_scan.log"; exit 1; }
-echo "[verify] scan built in $((SECONDS - start)) s"
+echo "[verify] scan built at $SECONDS s"
 
-timeout "${AMP_LIMIT:-420}" python3 .ci/gpu/amp_stability.py --model a2mamba_t --steps "${STEPS:-200}" --lr 2e-3 \
-    --mode cudagraphs >"$OUT/amp_stability.log" 2>&1 &
+amp() {
+    timeout "$2" python3 .ci/gpu/amp_stability.py --model a2mamba_t --steps "${STEPS:-200}" --lr 2e-3 --mode "$1" \
+        >"$OUT/amp_$1.log" 2>&1
+    echo "[verify] amp_stability $1: rc $? at $SECONDS s"
+    grep -v "^W1\|^V1\|^I1" "$OUT/amp_$1.log" | tail -4
+}
+(amp eager 120; amp cudagraphs "${AMP_LIMIT:-330}") &
 amp_pid=$!
-timeout "${TEST_LIMIT:-420}" python3 -m pytest -q -rs -n 6 -p no:cacheprovider --durations=15 \
+timeout "${TEST_LIMIT:-330}" python3 -m pytest -v -n 6 -p no:cacheprovider --timeout 300 -W ignore \
     tests/test_dtypes.py tests/test_gpu_ops.py tests/test_conformance.py tests/test_compile.py \
     -k "not interpreter" >"$OUT/gpu_tests.log" 2>&1
-test_status=$?
-tail -30 "$OUT/gpu_tests.log"
+echo "[verify] pytest rc $? at $SECONDS s: $(grep -c PASSED "$OUT/gpu_tests.log") passed, $(grep -c SKIPPED "$OUT/gpu_tests.log") skipped"
+grep "FAILED\|ERROR\|Timeout" "$OUT/gpu_tests.log" | grep -v "^E " | head -20
+grep -E "^(FAILED|ERROR)|[0-9]+ (passed|failed)" "$OUT/gpu_tests.log" | tail -12
 wait "$amp_pid"
-amp_status=$?
-grep -v "^W1\|^V1\|^I1" "$OUT/amp_stability.log" | tail -15
-echo "[verify] pytest rc $test_status, amp_stability rc $amp_status at $SECONDS s; mmcv: $(tail -2 /tmp/mmcv_build.log | tr '\n' ' ')"
-exit $((test_status || amp_status))
+
+if [[ "${BENCH:-0}" == 1 ]]; then
+    left=$(( ${LIMIT_S:-560} - SECONDS ))
+    echo "[verify] benchmark with $left s left"
+    ((left > 60)) && timeout "$left" python3 tools/benchmark.py --device cuda --batch-size 128 --amp bf16 \
+        --warmup 3 --iters 10 --repeats 3 --modes cudagraphs --models a2mamba_t \
+        --yardsticks swin_tiny_patch4_window7_224 2>"$OUT/bench.err" | tee "$OUT/bench.md"
+    grep "^\[" "$OUT/bench.err" | tail -10
+fi
+echo "[verify] done at $SECONDS s"
