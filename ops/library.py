@@ -18,10 +18,12 @@ and each of its input gradients come back in the layout of
 log-sum-exp of each query's scores (base 2, ``(B, heads, H, W)``), which the fused backward reads;
 the scan returns contiguous float32 states (float64 for float64 inputs) and contiguous gradients.
 """
-from typing import List, Optional, Sequence, Tuple
+import contextlib
+from typing import ContextManager, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 
 from . import dispatch
 from .neighborhood_attention import na2d_av_ref, na2d_qk_ref
@@ -58,6 +60,18 @@ def _recomputed_grads(fn, inputs: Sequence[Optional[Tensor]],
     cotangents = tuple(g if g is not None else torch.zeros_like(o) for o, g in zip(outputs, grads))
     found = dict(zip(wrt, vjp(cotangents)))
     return [found.get(i) for i in range(len(inputs))]
+
+
+def _forward_backend(op: str, t: Tensor) -> str:
+    """The backend that just ran ``op``'s forward on ``t``, for its backward: autograd runs the
+    backward of CUDA tensors on threads of its own, which this thread's :func:`~ops.dispatch.use_backend`
+    does not reach, and a kernel's backward needs its own forward (the log-sum-exp). Empty while
+    the compiler traces (fake tensors): a compiled backward chooses at run time."""
+    return '' if is_fake(t) else dispatch.resolve(op, t).name
+
+
+def _backend_of_forward(op: str, name: str) -> ContextManager:
+    return dispatch.use_backend(name, op=op) if name else contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------ neighborhood attention
@@ -98,8 +112,9 @@ def _(query, key, value, rpb, kernel_size, dilation, tf32):
 @torch.library.custom_op('a2mamba::na2d_backward', mutates_args=())
 def na2d_backward_op(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], out: Tensor,
                      lse: Tensor, kernel_size: List[int], dilation: List[int],
-                     tf32: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(dq, dk, dv, d rpb)`` of :func:`na2d_op` (``d rpb`` is empty without ``rpb``)."""
+                     tf32: bool, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(dq, dk, dv, d rpb)`` of :func:`na2d_op` (``d rpb`` is empty without ``rpb``), by the
+    forward's ``backend`` (empty: the one that serves here)."""
     kernel, dil = tuple(kernel_size), tuple(dilation)
 
     def run(backend: dispatch.Backend) -> List[Optional[Tensor]]:
@@ -109,7 +124,8 @@ def na2d_backward_op(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor
             if backend.name == dispatch.REFERENCE else (lambda q, k, v, b: backend.fn(q, k, v, kernel, dil, b))
         return _recomputed_grads(forward, (query, key, value, rpb), (grad_out,))
 
-    dq, dk, dv, drpb = dispatch.call('na2d', query, run)
+    with _backend_of_forward('na2d', backend):
+        dq, dk, dv, drpb = dispatch.call('na2d', query, run)
     dq, dk, dv = (_into_layout(g if g is not None else torch.zeros_like(x), x, x.dtype)
                   for g, x in ((dq, query), (dk, key), (dv, value)))
     if rpb is None:
@@ -122,7 +138,7 @@ def na2d_backward_op(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor
 
 
 @na2d_backward_op.register_fake
-def _(grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, tf32):
+def _(grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, tf32, backend):
     drpb = _empty((0,), query, torch.float32) if rpb is None else torch.empty_like(
         rpb, memory_format=torch.contiguous_format)
     return empty_in_layout(query), empty_in_layout(key), empty_in_layout(value), drpb
@@ -133,13 +149,15 @@ def _na2d_setup_context(ctx, inputs, output) -> None:
     out, lse = output
     ctx.save_for_backward(query, key, value, rpb, out, lse)
     ctx.window = kernel_size, dilation, tf32
+    ctx.backend = _forward_backend('na2d', query)
     ctx.mark_non_differentiable(lse)
 
 
 def _na2d_backward(ctx, grad_out: Tensor, _grad_lse: Optional[Tensor]):
     query, key, value, rpb, out, lse = ctx.saved_tensors
     kernel_size, dilation, tf32 = ctx.window
-    dq, dk, dv, drpb = na2d_backward_op(grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, tf32)
+    dq, dk, dv, drpb = na2d_backward_op(grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, tf32,
+                                        ctx.backend)
     return dq, dk, dv, (drpb if rpb is not None else None), None, None, None
 
 
@@ -173,16 +191,17 @@ def _(u, delta, A, B, delta_bias, delta_softplus):
 @torch.library.custom_op('a2mamba::selective_scan_states_backward', mutates_args=())
 def selective_scan_states_backward_op(grad_states: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                                       delta_bias: Optional[Tensor], delta_softplus: bool,
-                                      states: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                                      states: Tensor, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(du, d delta, dA, dB, d delta_bias)`` of :func:`selective_scan_states_op` (the last is
-    empty without a bias)."""
+    empty without a bias), by the forward's ``backend`` (empty: the one that serves here)."""
     def run(backend: dispatch.Backend) -> List[Optional[Tensor]]:
         if backend.is_kernel:
             return list(backend.fn.backward(grad_states, u, delta, A, B, delta_bias, delta_softplus, states))
         return _recomputed_grads(lambda *xs: backend.fn(*xs, delta_softplus), (u, delta, A, B, delta_bias),
                                  (grad_states,))
 
-    grads = dispatch.call('selective_scan_states', u, run)
+    with _backend_of_forward('selective_scan_states', backend):
+        grads = dispatch.call('selective_scan_states', u, run)
     inputs = (u, delta, A, B, delta_bias)
     result = []
     for g, x in zip(grads, inputs):
@@ -194,7 +213,7 @@ def selective_scan_states_backward_op(grad_states: Tensor, u: Tensor, delta: Ten
 
 
 @selective_scan_states_backward_op.register_fake
-def _(grad_states, u, delta, A, B, delta_bias, delta_softplus, states):
+def _(grad_states, u, delta, A, B, delta_bias, delta_softplus, states, backend):
     bias = _empty((0,), u, torch.float32) if delta_bias is None else torch.empty_like(
         delta_bias, memory_format=torch.contiguous_format)
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (u, delta, A, B)) + (bias,)
@@ -204,12 +223,13 @@ def _scan_setup_context(ctx, inputs, output) -> None:
     u, delta, A, B, delta_bias, delta_softplus = inputs
     ctx.save_for_backward(u, delta, A, B, delta_bias, output)
     ctx.delta_softplus = delta_softplus
+    ctx.backend = _forward_backend('selective_scan_states', u)
 
 
 def _scan_backward(ctx, grad_states: Tensor):
     u, delta, A, B, delta_bias, states = ctx.saved_tensors
     du, ddelta, dA, dB, dbias = selective_scan_states_backward_op(grad_states, u, delta, A, B, delta_bias,
-                                                                  ctx.delta_softplus, states)
+                                                                  ctx.delta_softplus, states, ctx.backend)
     return du, ddelta, dA, dB, (dbias if delta_bias is not None else None), None
 
 

@@ -417,6 +417,41 @@ def test_forcing_is_per_op_and_per_thread(scratch_registry):
             pass
 
 
+def test_backward_runs_on_the_forwards_backend_in_any_thread(scratch_registry):
+    """Autograd runs the backward of CUDA tensors on threads of its own, where the forward
+    thread's ``use_backend`` does not reach: the backward still runs the forward's kernel (a
+    kernel's backward reads its own forward's log-sum-exp)."""
+    import threading
+
+    from ops.library import _na2d_reference_forward, _recomputed_grads
+
+    calls = []
+
+    def forward(query, key, value, rpb, kernel, dilation, tf32):
+        calls.append('forward')
+        out, lse = _na2d_reference_forward(query, key, value, rpb, kernel, dilation)
+        return ops.neighborhood_attention_fused.empty_in_layout(value).copy_(out), lse
+
+    def backward(grad_out, query, key, value, rpb, out, lse, kernel, dilation, tf32):
+        calls.append('backward')
+        return _recomputed_grads(lambda q, k, v, b: _na2d_reference_forward(q, k, v, b, kernel, dilation)[0],
+                                 (query, key, value, rpb), (grad_out,))
+
+    dispatch.register_backend('na2d', 'recording', ops.Kernel(forward, backward), lambda t: True, first=False)
+    q, k, v = (torch.randn(1, 2, 6, 5, 4, requires_grad=True) for _ in range(3))
+    rpb = torch.randn(2, 5, 5, requires_grad=True)
+    with ops.use_backend('recording', op='na2d'):
+        out = ops.na2d(q, k, v, 3, 1, rpb)
+    worker = threading.Thread(target=lambda: out.square().sum().backward())
+    worker.start()
+    worker.join()
+    assert calls == ['forward', 'backward']
+    expected = ops.na2d_ref(q, k, v, 3, 1, rpb)
+    grads = torch.autograd.grad(expected.square().sum(), (q, k, v, rpb))
+    for got, want in zip((q.grad, k.grad, v.grad, rpb.grad), grads):
+        torch.testing.assert_close(got, want)
+
+
 def test_model_uses_fused_op_where_it_runs_a_kernel(scratch_registry):
     """With a kernel registered for ``na2d``, MASS calls it for all four aggregations (values
     and states, both scales) through the custom op and never materialises a map; the result
