@@ -1,8 +1,8 @@
 """Console entry points: the repository's tools from an installed package.
 
 ``pip install`` puts ``a2mamba-train``, ``a2mamba-test``, ``a2mamba-flops``, ``a2mamba-convert``,
-``a2mamba-export-onnx`` and ``a2mamba-benchmark`` on the PATH; each runs the tool of the same
-name (``tools/*.py``, which a wheel carries in ``mmengine_ext/.mim/tools``) with the command's
+``a2mamba-export-onnx`` and ``a2mamba-benchmark`` on the PATH; each runs its script of ``tools/``
+(:data:`TOOLS`; a wheel carries the folder in ``mmengine_ext/.mim/tools``) with the command's
 arguments. A config may be given by its model-zoo name (``a2mamba-train a2mamba-t_8xb256_in1k``).
 """
 import runpy
@@ -13,8 +13,9 @@ from typing import Callable, Dict
 from .model_zoo import get_config, list_models, zoo_root
 
 TOOLS: Dict[str, str] = {
-    'train': 'train.py', 'test': 'test.py', 'flops': 'get_flops.py', 'convert': 'convert_checkpoint.py',
-    'export-onnx': 'deployment/pytorch2onnx.py', 'benchmark': 'benchmark.py',
+    'train': 'train.py', 'test': 'test.py', 'flops': 'analysis/get_flops.py',
+    'convert': 'model_converters/convert_checkpoint.py', 'export-onnx': 'deployment/pytorch2onnx.py',
+    'benchmark': 'analysis/benchmark.py',
 }
 # tools whose first argument is a config
 _TAKES_CONFIG = {'train', 'test'}

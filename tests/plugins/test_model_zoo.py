@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoint_server import CheckpointServer, official_checkpoint
+from conftest import REPO
 from mmengine.config import Config
 from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
@@ -27,7 +28,6 @@ import mmpretrain_ext  # noqa: F401  (registers the classification models)
 import mmseg_ext  # noqa: F401
 from mmengine_ext import A2MambaBackbone, model_zoo
 
-REPO = Path(__file__).resolve().parents[1]
 RELEASE = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/'
 SIZES = {'n': 'nano', 't': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
 CLS_MODELS = [f'a2mamba-{k}_3rdparty_in1k' for k in SIZES] + ['a2mamba-n_1xb64_mnist5k-32px',
