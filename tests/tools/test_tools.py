@@ -175,7 +175,7 @@ def test_scripts_print_their_usage_without_arguments(script):
 def test_scripts_use_the_repository_venv_unless_python_is_set(tmp_path):
     repo = tmp_path / 'repo'
     (repo / 'tools').mkdir(parents=True)
-    for script in SCRIPTS:
+    for script in [*SCRIPTS, 'launch_common.sh']:
         shutil.copy(REPO / 'tools' / script, repo / 'tools' / script)
     venv_python = fake_executable(repo / '.venv/bin/python', 'venv-python')
     other = fake_executable(tmp_path / 'other/python', 'other-python')

@@ -136,24 +136,21 @@ def measure(name: str, mode: str, args: argparse.Namespace, device: torch.device
     infer, train_step = model_steps(compiled, x, args.amp, new_step)
     result = {'params_m': params}
 
-    model.eval()
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    result['infer_first_s'], best, worst = time_repeats(infer, device, args, f'{name} {mode} inference')
-    result['infer_img_s'] = (args.batch_size / worst, args.batch_size / best)
-    result['infer_s'] = best
-    if device.type == 'cuda':
-        result['infer_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-
-    if args.train:
-        model.train()
+    def time_phase(step: Callable[[], None], key: str, label: str) -> None:
+        # the first call (compilation, autotuning), images/s (worst, best), best seconds, peak memory
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
-        result['train_first_s'], best, worst = time_repeats(train_step, device, args, f'{name} {mode} training')
-        result['train_img_s'] = (args.batch_size / worst, args.batch_size / best)
-        result['train_s'] = best
+        result[f'{key}_first_s'], best, worst = time_repeats(step, device, args, f'{name} {mode} {label}')
+        result[f'{key}_img_s'] = (args.batch_size / worst, args.batch_size / best)
+        result[f'{key}_s'] = best
         if device.type == 'cuda':
-            result['train_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            result[f'{key}_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+
+    model.eval()
+    time_phase(infer, 'infer', 'inference')
+    if args.train:
+        model.train()
+        time_phase(train_step, 'train', 'training')
     del model, compiled
     if device.type == 'cuda':
         torch.cuda.empty_cache()
