@@ -1,6 +1,7 @@
 """Reading a config, and the command-line options for it, as the tools need them."""
 import argparse
 import os
+import os.path as osp
 from typing import Optional, Sequence
 
 from mmengine.config import Config, DictAction
@@ -29,6 +30,19 @@ def add_runner_arguments(parser: argparse.ArgumentParser, override_example: str)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def runner_config(args: argparse.Namespace) -> Config:
+    """The config ``args.config`` set up from the options of :func:`add_runner_arguments` and
+    ``args.work_dir``: launcher, ``--cfg-options`` merged, and the work dir (``--work-dir``, else
+    the config's, else ``work_dirs/<config name>``)."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
 
 
 def parse_runner_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -21,7 +21,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 # Puts what mmengine checkpoints hold on torch's weights-only allow-list, so that --resume and
 # load_from read them (and refuse a file that would run code), whatever the config imports.
 from mmengine_ext import EpochResumeCheck  # noqa: E402
-from mmengine_ext.config import add_runner_arguments, parse_runner_args  # noqa: E402
+from mmengine_ext.config import add_runner_arguments, parse_runner_args, runner_config  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,12 +37,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = runner_config(args)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper == 'AmpOptimWrapper':
