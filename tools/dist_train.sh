@@ -3,13 +3,10 @@
 # MASTER_ADDR and PORT as for torchrun. PYTHON picks the interpreter (default: the
 # repository's .venv when it exists, else python on PATH).
 set -euo pipefail
-if [ $# -lt 2 ]; then
-    echo "usage: bash $0 CONFIG GPUS [tools/train.py arguments...]" >&2
-    exit 2
-fi
+source "$(dirname "$0")/launch_common.sh"
+need_args 2 $# "bash $0 CONFIG GPUS [tools/train.py arguments...]"
 CONFIG=$1
 GPUS=$2
 shift 2
-source "$(dirname "$0")/launch_common.sh"
 check_gpus "$GPUS"
 run_torchrun "$GPUS" "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "$@"

@@ -7,6 +7,15 @@ if [ -x "$ROOT/.venv/bin/python" ]; then DEFAULT_PYTHON="$ROOT/.venv/bin/python"
 PYTHON="${PYTHON:-$DEFAULT_PYTHON}"
 export PYTHONPATH="$ROOT:${PYTHONPATH:-}"
 
+# need_args COUNT GIVEN USAGE: prints "usage: USAGE" and exits with status 2 unless
+# the script got at least COUNT arguments (GIVEN: its $#).
+need_args() {
+    if [ "$2" -lt "$1" ]; then
+        echo "usage: $3" >&2
+        exit 2
+    fi
+}
+
 # check_gpus COUNT: exits with status 2 unless COUNT is a positive integer.
 check_gpus() {
     case "$1" in

@@ -3,15 +3,11 @@
 # and SRUN_ARGS (extra srun options) come from the environment. PYTHON picks the interpreter
 # (default: the repository's .venv when it exists, else python on PATH).
 set -euo pipefail
-if [ $# -lt 4 ]; then
-    echo "usage: [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] bash $0 PARTITION JOB_NAME CONFIG CHECKPOINT" \
-         "[tools/test.py arguments...]" >&2
-    exit 2
-fi
+source "$(dirname "$0")/launch_common.sh"
+need_args 4 $# "[GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] bash $0 PARTITION JOB_NAME CONFIG CHECKPOINT [tools/test.py arguments...]"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
 CHECKPOINT=$4
 shift 4
-source "$(dirname "$0")/launch_common.sh"
 run_srun "$PARTITION" "$JOB_NAME" "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm "$@"
