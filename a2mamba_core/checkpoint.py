@@ -169,7 +169,8 @@ def resize_global_bias(bias: Tensor, tokens: int) -> Tensor:
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, Tensor], source: str, strict: bool = True,
-                            head_prefixes: Sequence[str] = HEAD_PREFIXES) -> LoadResult:
+                            head_prefixes: Sequence[str] = HEAD_PREFIXES,
+                            log_to: Optional[logging.Logger] = None) -> LoadResult:
     """Loads ``state_dict`` into ``model`` and refuses to leave weights at random.
 
     Args:
@@ -180,6 +181,8 @@ def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, Tensor], sou
             ``state_dict`` or has another shape there; ``False`` logs them and keeps their
             initialisation.
         head_prefixes: keys that may be missing or of another shape (a new classifier).
+        log_to: where the report goes (a framework's logger, e.g. mmengine's ``MMLogger``);
+            default the ``a2mamba`` logger.
 
     Returns:
         the keys left at initialisation and the keys of ``state_dict`` the model lacks (logged).
@@ -188,6 +191,7 @@ def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, Tensor], sou
         RuntimeError: no key matches (not an A2Mamba checkpoint), or, with ``strict``, the
             missing and mismatched keys.
     """
+    log = logger if log_to is None else log_to
     own = model.state_dict()
     matched = [k for k in state_dict if k in own]
     if not matched:
@@ -218,23 +222,24 @@ def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, Tensor], sou
                            '. Pass strict=False to load only what fits and keep the rest as initialised.')
     details = list(shapes.values())
     if details:
-        logger.warning('%s: %d tensors of another shape (left as initialised): %s', source, len(details),
-                       _listing(details))
+        log.warning('%s: %d tensors of another shape (left as initialised): %s', source, len(details),
+                    _listing(details))
     absent = [k for k in result.missing_keys if k not in shapes]
     if absent:
-        logger.warning('%s: %d missing keys (left as initialised): %s', source, len(absent), _listing(absent))
+        log.warning('%s: %d missing keys (left as initialised): %s', source, len(absent), _listing(absent))
     if result.unexpected_keys:
-        logger.warning('%s: %d unexpected keys (ignored): %s', source, len(result.unexpected_keys),
-                       _listing(list(result.unexpected_keys)))
-    logger.info('loaded %d tensors from %s', len(matched) - len(mismatched), source)
+        log.warning('%s: %d unexpected keys (ignored): %s', source, len(result.unexpected_keys),
+                    _listing(list(result.unexpected_keys)))
+    log.info('loaded %d tensors from %s', len(matched) - len(mismatched), source)
     return LoadResult(list(result.missing_keys), list(result.unexpected_keys))
 
 
 def load_pretrained(model: nn.Module, path: str, weights: str = 'plain',
                     state_dict_filter: Optional[Callable[[Dict[str, Tensor]], Dict[str, Tensor]]] = None,
-                    strict: bool = True, head_prefixes: Sequence[str] = HEAD_PREFIXES) -> LoadResult:
+                    strict: bool = True, head_prefixes: Sequence[str] = HEAD_PREFIXES,
+                    log_to: Optional[logging.Logger] = None) -> LoadResult:
     """Loads an A2Mamba checkpoint into ``model``; see :func:`read_checkpoint` for the formats
-    and :func:`load_state_dict_checked` for ``strict`` and ``head_prefixes``.
+    and :func:`load_state_dict_checked` for ``strict``, ``head_prefixes`` and ``log_to``.
 
     ``state_dict_filter`` may rename or drop keys first (dense backbones drop the classifier).
     Returns the keys left at initialisation and the unexpected keys (both are also logged).
@@ -242,4 +247,4 @@ def load_pretrained(model: nn.Module, path: str, weights: str = 'plain',
     state_dict = read_checkpoint(path, weights)
     if state_dict_filter is not None:
         state_dict = state_dict_filter(state_dict)
-    return load_state_dict_checked(model, state_dict, path, strict=strict, head_prefixes=head_prefixes)
+    return load_state_dict_checked(model, state_dict, path, strict=strict, head_prefixes=head_prefixes, log_to=log_to)

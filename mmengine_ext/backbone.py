@@ -185,18 +185,12 @@ class A2MambaBackbone(BaseModule):
         elif _is_pretrained(self.init_cfg):
             path = self.init_cfg['checkpoint']
             output_norms = tuple(f'norm{i}.' for i in self.out_indices) if self.out_norms else ()
-            result = load_pretrained(self, path, weights=self.init_cfg.get('weights', 'plain'),
-                                     state_dict_filter=self._backbone_part, strict=self.init_cfg.get('strict', True),
-                                     head_prefixes=output_norms)
-            missing = [k for k in result.missing_keys if not k.startswith(output_norms)]
+            # load_pretrained reports missing, unexpected and resized keys into the run's log
+            load_pretrained(self, path, weights=self.init_cfg.get('weights', 'plain'),
+                            state_dict_filter=self._backbone_part, strict=self.init_cfg.get('strict', True),
+                            head_prefixes=output_norms, log_to=logger)
             fresh = ' (the output norms start fresh)' if self.out_norms else ''
             logger.info(f'{self.__class__.__name__}: loaded {path}{fresh}')
-            if missing:
-                logger.warning(f'{self.__class__.__name__}: {len(missing)} keys missing from {path} '
-                               f'(left at random initialisation, strict=False): {missing}')
-            if result.unexpected_keys:
-                logger.warning(f'{self.__class__.__name__}: {len(result.unexpected_keys)} unexpected keys in '
-                               f'{path} (ignored): {result.unexpected_keys}')
         else:
             super().init_weights()
             return

@@ -1,20 +1,22 @@
 """Console entry points: the repository's tools from an installed package.
 
 ``pip install`` puts ``a2mamba-train``, ``a2mamba-test``, ``a2mamba-flops``, ``a2mamba-convert``,
-``a2mamba-export-onnx`` and ``a2mamba-benchmark`` on the PATH; each runs the tool of the same
-name (``tools/*.py``, which a wheel carries in ``mmengine_ext/.mim/tools``) with the command's
+``a2mamba-export-onnx`` and ``a2mamba-benchmark`` on the PATH; each runs its script of ``tools/``
+(:data:`TOOLS`; a wheel carries the folder in ``mmengine_ext/.mim/tools``) with the command's
 arguments. A config may be given by its model-zoo name (``a2mamba-train a2mamba-t_8xb256_in1k``).
 """
+import functools
 import runpy
 import sys
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Dict
 
 from .model_zoo import get_config, list_models, zoo_root
 
 TOOLS: Dict[str, str] = {
-    'train': 'train.py', 'test': 'test.py', 'flops': 'get_flops.py', 'convert': 'convert_checkpoint.py',
-    'export-onnx': 'deployment/pytorch2onnx.py', 'benchmark': 'benchmark.py',
+    'train': 'train.py', 'test': 'test.py', 'flops': 'analysis/get_flops.py',
+    'convert': 'model_converters/convert_checkpoint.py', 'export-onnx': 'deployment/pytorch2onnx.py',
+    'benchmark': 'analysis/benchmark.py',
 }
 # tools whose first argument is a config
 _TAKES_CONFIG = {'train', 'test'}
@@ -38,17 +40,10 @@ def run(name: str) -> None:
     runpy.run_path(str(script), run_name='__main__')
 
 
-def _entry_point(name: str) -> Callable[[], None]:
-    def main() -> None:
-        run(name)
-    main.__name__ = name.replace('-', '_')
-    main.__doc__ = f'Runs tools/{TOOLS[name]}.'
-    return main
-
-
-train = _entry_point('train')
-test = _entry_point('test')
-flops = _entry_point('flops')
-convert = _entry_point('convert')
-export_onnx = _entry_point('export-onnx')
-benchmark = _entry_point('benchmark')
+# The console scripts of setup.py: ``a2mamba-<name>`` calls ``mmengine_ext.cli:<name, '-' as '_'>``.
+train = functools.partial(run, 'train')
+test = functools.partial(run, 'test')
+flops = functools.partial(run, 'flops')
+convert = functools.partial(run, 'convert')
+export_onnx = functools.partial(run, 'export-onnx')
+benchmark = functools.partial(run, 'benchmark')

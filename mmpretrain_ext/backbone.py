@@ -40,7 +40,7 @@ class A2Mamba(A2MambaBackbone):
         wrapped = [k for k, v in state_dict.items() if k.startswith(prefix) and isinstance(v, dict)]
         if wrapped:
             raise RuntimeError(f'the checkpoint holds nested dicts under {wrapped[:5]} instead of tensors; '
-                               'convert it with tools/convert_checkpoint.py first')
+                               'convert it with tools/model_converters/convert_checkpoint.py first')
         renamed = rename_official_keys_inplace(state_dict, prefix)
         if renamed:
             print_log(f'A2Mamba: mapped {len(renamed)} keys of an official checkpoint to mmpretrain names',

@@ -3,21 +3,11 @@
 # MASTER_ADDR and PORT as for torchrun. PYTHON picks the interpreter (default: the
 # repository's .venv when it exists, else python on PATH).
 set -euo pipefail
-if [ $# -lt 3 ]; then
-    echo "usage: bash $0 CONFIG CHECKPOINT GPUS [tools/test.py arguments...]" >&2
-    exit 2
-fi
+source "$(dirname "$0")/launch_common.sh"
+need_args 3 $# "bash $0 CONFIG CHECKPOINT GPUS [tools/test.py arguments...]"
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
 shift 3
-case "$GPUS" in
-    '' | *[!0-9]* | 0) echo "GPUS must be a positive integer, got '$GPUS'" >&2; exit 2 ;;
-esac
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-if [ -x "$ROOT/.venv/bin/python" ]; then DEFAULT_PYTHON="$ROOT/.venv/bin/python"; else DEFAULT_PYTHON=python; fi
-PYTHON="${PYTHON:-$DEFAULT_PYTHON}"
-PYTHONPATH="$ROOT:${PYTHONPATH:-}" exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-    --nproc_per_node="$GPUS" --master_port="${PORT:-29500}" \
-    "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"
+check_gpus "$GPUS"
+run_torchrun "$GPUS" "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"

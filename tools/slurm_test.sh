@@ -3,27 +3,11 @@
 # and SRUN_ARGS (extra srun options) come from the environment. PYTHON picks the interpreter
 # (default: the repository's .venv when it exists, else python on PATH).
 set -euo pipefail
-if [ $# -lt 4 ]; then
-    echo "usage: [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] bash $0 PARTITION JOB_NAME CONFIG CHECKPOINT" \
-         "[tools/test.py arguments...]" >&2
-    exit 2
-fi
+source "$(dirname "$0")/launch_common.sh"
+need_args 4 $# "[GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] bash $0 PARTITION JOB_NAME CONFIG CHECKPOINT [tools/test.py arguments...]"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
 CHECKPOINT=$4
 shift 4
-GPUS=${GPUS:-8}
-case "$GPUS" in
-    '' | *[!0-9]* | 0) echo "GPUS must be a positive integer, got '$GPUS'" >&2; exit 2 ;;
-esac
-GPUS_PER_NODE=${GPUS_PER_NODE:-$((GPUS < 8 ? GPUS : 8))}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-if [ -x "$ROOT/.venv/bin/python" ]; then DEFAULT_PYTHON="$ROOT/.venv/bin/python"; else DEFAULT_PYTHON=python; fi
-PYTHON="${PYTHON:-$DEFAULT_PYTHON}"
-# SRUN_ARGS stays unquoted: it holds several srun options
-PYTHONPATH="$ROOT:${PYTHONPATH:-}" srun -p "$PARTITION" --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS" --ntasks-per-node="$GPUS_PER_NODE" \
-    --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 ${SRUN_ARGS:-} \
-    "$PYTHON" -u "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm "$@"
+run_srun "$PARTITION" "$JOB_NAME" "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm "$@"

@@ -10,7 +10,6 @@ framework's own tools/test.py does, painting every test image; they go to
 ``--tta`` wraps the model in ``cfg.tta_model`` and tests with ``cfg.tta_pipeline``.
 """
 import argparse
-import os
 import os.path as osp
 import pickle
 import re
@@ -18,7 +17,7 @@ import sys
 from typing import Optional, Sequence
 
 import torch.nn as nn
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
@@ -28,6 +27,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 # Puts what mmengine checkpoints hold on torch's weights-only allow-list (see mmengine_ext).
 import mmengine_ext  # noqa: E402,F401
 from a2mamba_core import check_finite  # noqa: E402
+from mmengine_ext.config import add_runner_arguments, parse_runner_args, runner_config  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -43,15 +43,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation with the config's tta_model and tta_pipeline")
     parser.add_argument('--amp', action='store_true', help='test with automatic mixed precision')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. test_dataloader.batch_size=32')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
+    add_runner_arguments(parser, 'test_dataloader.batch_size=32')
+    args = parse_runner_args(parser, argv)
     if args.wait_time < 0:
         parser.error(f'--wait-time must be >= 0 seconds, got {args.wait_time}')
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
@@ -134,12 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = runner_config(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)

@@ -8,11 +8,10 @@ from checkpoints saved at an epoch end (the configs save by epoch); one saved mi
 refused (:class:`mmengine_ext.EpochResumeCheck`) rather than replaying the epoch from batch 0.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 # The plugin packages live in the repository root; make them importable by custom_imports
@@ -22,6 +21,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
 # Puts what mmengine checkpoints hold on torch's weights-only allow-list, so that --resume and
 # load_from read them (and refuse a file that would run code), whatever the config imports.
 from mmengine_ext import EpochResumeCheck  # noqa: E402
+from mmengine_ext.config import add_runner_arguments, parse_runner_args, runner_config  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,23 +32,12 @@ def parse_args() -> argparse.Namespace:
                         help='resume from this checkpoint, or from the latest one in the work dir if no path')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale the lr by the actual total batch size')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_dataloader.batch_size=32')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_runner_arguments(parser, 'train_dataloader.batch_size=32')
+    return parse_runner_args(parser)
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = runner_config(args)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper == 'AmpOptimWrapper':

@@ -3,7 +3,7 @@
 # RandAugment, random erasing, label smoothing, EMA, MESA, bf16 AMP) trained for 5 epochs of 63
 # iterations at 224^2, batch 64, on the embedded MNIST-5k digits, then evaluated
 # (configs/mmpretrain/a2mamba-t_1xb64_mnist5k-224px.py). Builds the CUDA scan in place first.
-# Here, before: bash .ci/gpu/fetch_wheels.sh; python tools/prepare_mnist5k.py --out data/mnist5k
+# Here, before: bash .ci/gpu/fetch_wheels.sh; python tools/dataset_converters/prepare_mnist5k.py --out data/mnist5k
 # The call carries .whl and data/mnist5k. The training log goes to $OUT (or /tmp).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source .ci/gpu/setup_gpu_env.sh
 gpus="$(python3 -c 'import torch; print(torch.cuda.device_count())')"
-python3 tools/prepare_nuclei_demo.py --wheel .whl/data/stardist-0.9.2-*.whl --out data/nuclei
+python3 tools/dataset_converters/prepare_nuclei_demo.py --wheel .whl/data/stardist-0.9.2-*.whl --out data/nuclei
 work_dir=/tmp/dist_smoke
 PYTHON=python3 bash tools/dist_train.sh configs/mmdet/cascade-mask-rcnn_a2mamba-n_fpn_nuclei-demo.py "$gpus" \
     --work-dir "$work_dir" --cfg-options train_cfg.max_epochs=2 train_cfg.val_interval=2 \

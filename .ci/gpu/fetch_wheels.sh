@@ -6,7 +6,7 @@
 #   .whl/*.whl                the OpenMMLab wheels and their small dependencies that the GPU
 #                             machine's image does not hold, for CPython 3.12 manylinux x86-64
 #   .whl/src/mmcv-2.1.0.tar.gz  the mmcv sdist: its CUDA ops are compiled there (setup_gpu_env.sh)
-#   .whl/data/stardist-*.whl  the demo data's source (tools/prepare_nuclei_demo.py --wheel)
+#   .whl/data/stardist-*.whl  the demo data's source (tools/dataset_converters/prepare_nuclei_demo.py --wheel)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEST="$ROOT/.whl"

@@ -9,7 +9,7 @@
 #   - MMCV=1 also starts building mmcv with its CUDA ops in a process of its own (setsid: it outlives
 #     this call, so a later call on the same machine finds mmcv in /tmp/site; /tmp/mmcv_ready marks
 #     the end);
-#   - BENCH=1: tools/benchmark.py, inference, CUDA graphs, A2Mamba-T beside swin_tiny, until
+#   - BENCH=1: tools/analysis/benchmark.py, inference, CUDA graphs, A2Mamba-T beside swin_tiny, until
 #     LIMIT_S (default 560) seconds after the start.
 # Writes $OUT/gpu_tests.log, $OUT/amp_*.log, $OUT/build_scan.log, $OUT/bench.md.
 set -uo pipefail
@@ -37,7 +37,7 @@ amp() {
 (amp eager 120; amp cudagraphs "${AMP_LIMIT:-330}") &
 amp_pid=$!
 timeout "${TEST_LIMIT:-330}" python3 -m pytest -v -n 6 -p no:cacheprovider --timeout 300 -W ignore \
-    tests/test_dtypes.py tests/test_gpu_ops.py tests/test_conformance.py tests/test_compile.py \
+    tests/core/test_dtypes.py tests/ops/test_gpu_ops.py tests/core/test_conformance.py tests/ops/test_compile.py \
     -k "not interpreter" >"$OUT/gpu_tests.log" 2>&1
 echo "[verify] pytest rc $? at $SECONDS s: $(grep -c PASSED "$OUT/gpu_tests.log") passed, $(grep -c SKIPPED "$OUT/gpu_tests.log") skipped"
 grep "FAILED\|ERROR\|Timeout" "$OUT/gpu_tests.log" | grep -v "^E " | head -20
@@ -47,7 +47,7 @@ wait "$amp_pid"
 if [[ "${BENCH:-0}" == 1 ]]; then
     left=$(( ${LIMIT_S:-560} - SECONDS ))
     echo "[verify] benchmark with $left s left"
-    ((left > 60)) && timeout "$left" python3 tools/benchmark.py --device cuda --batch-size 128 --amp bf16 \
+    ((left > 60)) && timeout "$left" python3 tools/analysis/benchmark.py --device cuda --batch-size 128 --amp bf16 \
         --warmup 3 --iters 10 --repeats 3 --modes cudagraphs --models a2mamba_t \
         --yardsticks swin_tiny_patch4_window7_224 2>"$OUT/bench.err" | tee "$OUT/bench.md"
     grep "^\[" "$OUT/bench.err" | tail -10

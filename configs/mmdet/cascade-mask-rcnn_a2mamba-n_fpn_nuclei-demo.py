@@ -1,6 +1,6 @@
 # Embedded demo: Cascade Mask R-CNN with A2Mamba-N, trained from scratch on CPU in minutes on
 # real fluorescence-microscopy nuclei (one class) and evaluated with COCO bbox and segm AP.
-# Data: python tools/prepare_nuclei_demo.py (extracts it from the stardist wheel on PyPI), or
+# Data: python tools/dataset_converters/prepare_nuclei_demo.py (extracts it from the stardist wheel on PyPI), or
 # `make demo-det`, which also trains and evaluates. The detector is the COCO cascade config's
 # (4conv1fc GIoU heads, mask heads); for a CPU its widths (256 -> 64 channels), its anchors
 # (nuclei are ~25 px), its proposal and RoI counts and the schedule are scaled down.

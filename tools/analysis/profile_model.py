@@ -1,6 +1,6 @@
 """Where a model's GPU time goes: the CUDA kernels of its inference and training steps.
 
-    python tools/profile_model.py --model a2mamba_t --batch-size 128 --amp bf16 [--unfused-na]
+    python tools/analysis/profile_model.py --model a2mamba_t --batch-size 128 --amp bf16 [--unfused-na]
 
 After warm-up steps, ``--steps`` steps of each kind run under torch.profiler. Printed per
 kind: the wall time of a step, the summed time of its kernels (a wall time well above it
@@ -16,9 +16,9 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmark import model_steps  # noqa: E402  (tools/, the script's folder, is on sys.path)
+from benchmark import model_steps  # noqa: E402  (tools/analysis/, the script's folder, is on sys.path)
 
 import a2mamba_core  # noqa: E402
 import ops  # noqa: E402

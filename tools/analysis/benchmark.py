@@ -1,7 +1,7 @@
 """Model-level numbers: parameters, forward latency, and (on a GPU) throughput and peak memory.
 
-    python tools/benchmark.py                                   # CPU: params of all sizes, N/T forward at 224^2 batch 1
-    python tools/benchmark.py --device cuda --batch-size 128 --amp bf16 --train \
+    python tools/analysis/benchmark.py                          # CPU: params of all sizes, N/T forward at 224^2 batch 1
+    python tools/analysis/benchmark.py --device cuda --batch-size 128 --amp bf16 --train \
         --models a2mamba_n a2mamba_t a2mamba_s --yardsticks swin_tiny_patch4_window7_224 convnext_tiny \
         --modes eager compile cudagraphs --repeats 3
 
@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import a2mamba_core  # noqa: E402
 import ops  # noqa: E402
@@ -76,7 +76,7 @@ def model_steps(model: nn.Module, x: torch.Tensor, amp: str, new_step: Callable[
     """``(infer, train_step)`` on the batch ``x``: a no-grad forward, and forward + cross-entropy on
     random labels + backward + SGD step; both under autocast when ``amp`` is ``'bf16'``/``'fp16'``.
     ``new_step`` runs first in each (CUDA graphs: a new iteration begins). Shared with
-    tools/profile_model.py, so the profile shows the steps timed here."""
+    tools/analysis/profile_model.py, so the profile shows the steps timed here."""
     amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
     autocast = (lambda: torch.autocast(x.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
@@ -136,24 +136,21 @@ def measure(name: str, mode: str, args: argparse.Namespace, device: torch.device
     infer, train_step = model_steps(compiled, x, args.amp, new_step)
     result = {'params_m': params}
 
-    model.eval()
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    result['infer_first_s'], best, worst = time_repeats(infer, device, args, f'{name} {mode} inference')
-    result['infer_img_s'] = (args.batch_size / worst, args.batch_size / best)
-    result['infer_s'] = best
-    if device.type == 'cuda':
-        result['infer_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-
-    if args.train:
-        model.train()
+    def time_phase(step: Callable[[], None], key: str, label: str) -> None:
+        # the first call (compilation, autotuning), images/s (worst, best), best seconds, peak memory
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(device)
-        result['train_first_s'], best, worst = time_repeats(train_step, device, args, f'{name} {mode} training')
-        result['train_img_s'] = (args.batch_size / worst, args.batch_size / best)
-        result['train_s'] = best
+        result[f'{key}_first_s'], best, worst = time_repeats(step, device, args, f'{name} {mode} {label}')
+        result[f'{key}_img_s'] = (args.batch_size / worst, args.batch_size / best)
+        result[f'{key}_s'] = best
         if device.type == 'cuda':
-            result['train_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            result[f'{key}_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+
+    model.eval()
+    time_phase(infer, 'infer', 'inference')
+    if args.train:
+        model.train()
+        time_phase(train_step, 'train', 'training')
     del model, compiled
     if device.type == 'cuda':
         torch.cuda.empty_cache()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoint_server import CheckpointServer, official_checkpoint
+from conftest import REPO
 from mmengine.config import Config
 from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
@@ -25,9 +26,8 @@ from PIL import Image
 import mmdet_ext  # noqa: F401  (registers A2MambaBackbone in mmdet)
 import mmpretrain_ext  # noqa: F401  (registers the classification models)
 import mmseg_ext  # noqa: F401
-from mmengine_ext import A2MambaBackbone, model_zoo
+from mmengine_ext import A2MambaBackbone, cli, model_zoo
 
-REPO = Path(__file__).resolve().parents[1]
 RELEASE = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/'
 SIZES = {'n': 'nano', 't': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
 CLS_MODELS = [f'a2mamba-{k}_3rdparty_in1k' for k in SIZES] + ['a2mamba-n_1xb64_mnist5k-32px',
@@ -404,7 +404,7 @@ def test_wheel_carries_configs_index_and_license(tmp_path, index):
     entry_points = archive_text(wheel, 'entry_points.txt')
     for name in ('train', 'test', 'flops', 'convert', 'export-onnx', 'benchmark'):
         assert f'a2mamba-{name} = mmengine_ext.cli:' in entry_points
-    assert {'mmengine_ext/.mim/tools/train.py', 'mmengine_ext/.mim/tools/test.py'} <= names
+    assert {f'mmengine_ext/.mim/tools/{script}' for script in cli.TOOLS.values()} <= names
     flops = subprocess.run([sys.executable, '-c', "import sys; sys.argv = ['a2mamba-flops', 'a2mamba_n']; "
                             "from mmengine_ext.cli import flops; flops()"],
                            capture_output=True, text=True, env=env, cwd=tmp_path)

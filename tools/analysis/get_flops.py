@@ -1,7 +1,7 @@
 """FLOPs and parameters of A2Mamba models at a given input size, the custom ops included.
 
-    python tools/get_flops.py a2mamba_t [a2mamba_s ...] [--shape 224 224]
-    python tools/get_flops.py CONFIG [CONFIG ...] [--shape H W] [--backbone] [--cfg-options k=v ...]
+    python tools/analysis/get_flops.py a2mamba_t [a2mamba_s ...] [--shape 224 224]
+    python tools/analysis/get_flops.py CONFIG [CONFIG ...] [--shape H W] [--backbone] [--cfg-options k=v ...]
 
 CONFIG is any classification, detection or segmentation config (mmpretrain, mmdet, mmseg). Its
 whole model is built with its registries and run once in ``mode='tensor'`` on a random image of
@@ -35,7 +35,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 import a2mamba_core  # noqa: E402
 import ops  # noqa: E402

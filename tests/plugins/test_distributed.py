@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
-from test_safety import MNIST, write_digits
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import MNIST, REPO, write_digits
 
 
 def free_port() -> int:
@@ -40,7 +38,7 @@ def scalars(work_dir: Path) -> list:
 
 
 def test_two_ranks_train_and_a_two_rank_checkpoint_resumes_in_one_process(tmp_path):
-    write_digits(tmp_path / 'digits', train=20)
+    write_digits(tmp_path / 'digits', train=20, test=10)
     cfg = config(tmp_path)
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
     work = tmp_path / 'two'

@@ -12,7 +12,7 @@ d rpb, warps) on the 224-px calls. ``--compile-only`` runs every op once at batc
 it fills Triton's kernel cache (e.g. in parallel with other work), since the kernels depend
 on the map size but not on the batch.
 
-Usage: ``python tools/benchmark_ops.py [--skip-reference] [--fused-configs 4,2,4 1,1,2] [--out results.md]``
+Usage: ``python tools/analysis/benchmark_ops.py [--skip-reference] [--fused-configs 4,2,4 1,1,2] [--out results.md]``
 """
 import argparse
 import sys
@@ -22,7 +22,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from triton.testing import do_bench
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import ops  # noqa: E402
 from ops import neighborhood_attention_fused as fused_mod  # noqa: E402

@@ -16,7 +16,7 @@ Writes, under ``--out`` (default ``data/nuclei``)::
     annotations/instances_{train,val}.json  COCO instances (one class, RLE masks), for mmdet
     seg_maps/{train,val}/*.png              0 background, 1 nucleus, for mmseg
 
-Usage: python tools/prepare_nuclei_demo.py [--out data/nuclei] [--wheel stardist-0.9.2-*.whl]
+Usage: python tools/dataset_converters/prepare_nuclei_demo.py [--out data/nuclei] [--wheel stardist-0.9.2-*.whl]
 """
 import argparse
 import hashlib

@@ -1,16 +1,18 @@
 """Checkpoints: nothing in a file runs on load, partial or foreign weights raise, mmengine Runner
 checkpoints load everywhere without an environment override; BatchNorm statistics under
 activation checkpointing; argument validation; resuming epoch-based runs."""
-import importlib.util
+import importlib
 import os
 import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
 import torch
+from conftest import MNIST, REPO, build_model, load_tool, write_digits
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
@@ -22,20 +24,9 @@ from a2mamba_core import create_model, load_pretrained, read_checkpoint
 from mmengine_ext import A2MambaBackbone, EpochResumeCheck
 from mmpretrain_ext import A2Mamba as MMPretrainA2Mamba
 
-REPO = Path(__file__).resolve().parents[1]
+convert_checkpoint, test_tool, train_tool = (
+    load_tool(path) for path in ('model_converters/convert_checkpoint.py', 'test.py', 'train.py'))
 
-
-def load_tool(name: str):
-    """tools/<name>.py as a module (``test`` would otherwise be Python's own test package)."""
-    spec = importlib.util.spec_from_file_location(f'a2mamba_tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-convert_checkpoint, test_tool, train_tool = (load_tool(name) for name in ('convert_checkpoint', 'test', 'train'))
-
-MNIST = REPO / 'configs' / 'mmpretrain' / 'a2mamba-n_1xb64_mnist5k-32px.py'
 DET_DEMO = REPO / 'configs' / 'mmdet' / 'cascade-mask-rcnn_a2mamba-n_fpn_nuclei-demo.py'
 SEG_DEMO = REPO / 'configs' / 'mmseg' / 'upernet_a2mamba-n_nuclei-demo.py'
 TRAIN_IMAGES, TEST_IMAGES, BATCH = 10, 10, 5  # one image per digit, two iterations per epoch
@@ -68,16 +59,6 @@ def malicious_checkpoint(path: Path, state_dict: dict) -> Path:
 def nano_state_dict(**kwargs) -> dict:
     torch.manual_seed(1)
     return create_model('a2mamba_n', **kwargs).state_dict()
-
-
-def write_digits(root: Path, train: int = TRAIN_IMAGES, test: int = TEST_IMAGES) -> None:
-    """A few 28 x 28 grey PNGs in the layout of tools/prepare_mnist5k.py (split/digit/index.png)."""
-    rng = np.random.default_rng(0)
-    for split, count in (('train', train), ('test', test)):
-        for index in range(count):
-            folder = root / split / str(index % 10)
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode='L').save(folder / f'{index}.png')
 
 
 def tiny_mnist_config(tmp: Path, data_root: Path, checkpoint: dict) -> Path:
@@ -119,7 +100,7 @@ def runs(tmp_path_factory):
     """Two real 2-epoch runs of the demo recipe (AdamW, warm-up + cosine, EMA, validation): one
     saving at epoch ends, one every 3 iterations (mid-epoch)."""
     tmp = tmp_path_factory.mktemp('runs')
-    write_digits(tmp / 'digits')
+    write_digits(tmp / 'digits', TRAIN_IMAGES, TEST_IMAGES)
     by_epoch = tiny_mnist_config(tmp, tmp / 'digits', dict(type='CheckpointHook', interval=1, max_keep_ckpts=-1))
     recorder = train(by_epoch, tmp / 'by_epoch')
     by_iter = tmp / 'by_iter_cfg'
@@ -202,7 +183,9 @@ def test_only_history_buffer_statistics_pass_for_getattr(tmp_path):
 
 
 def test_tools_set_no_weights_only_override():
-    for tool in REPO.joinpath('tools').glob('*.py'):
+    tools = sorted(REPO.joinpath('tools').rglob('*.py'))
+    assert REPO / 'tools' / 'model_converters' / 'convert_checkpoint.py' in tools
+    for tool in tools:
         assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in tool.read_text(), tool.name
 
 
@@ -261,31 +244,25 @@ def runner_checkpoint_for(cfg: Config, model: torch.nn.Module, runner_checkpoint
     return checkpoint['state_dict']
 
 
-def test_runner_checkpoint_through_mmdet_apis(runs, tmp_path, fast_weight_init):
-    from mmdet.apis import DetInferencer, init_detector
-    from mmdet.registry import MODELS
-
-    import mmdet_ext  # noqa: F401
-    init_default_scope('mmdet')
-    path = tmp_path / 'det.pth'
-    cfg = Config.fromfile(str(DET_DEMO))
-    state_dict = runner_checkpoint_for(cfg, MODELS.build(cfg.model), runs['checkpoint'], path)
-    assert_weights_of(init_detector(str(DET_DEMO), str(path), device='cpu'), state_dict, 'backbone.')
-    assert_weights_of(DetInferencer(str(DET_DEMO), str(path), device='cpu', show_progress=False).model, state_dict,
-                      'backbone.')
-
-
-def test_runner_checkpoint_through_mmseg_apis(runs, tmp_path, fast_weight_init):
+def dense_api_models(scope: str, config: str, checkpoint: str) -> List[torch.nn.Module]:
+    """The models that framework ``scope``'s high-level APIs (``init_*`` and its inferencer) build
+    from ``config`` and ``checkpoint``, on the CPU."""
+    if scope == 'mmdet':
+        from mmdet.apis import DetInferencer, init_detector
+        return [init_detector(config, checkpoint, device='cpu'),
+                DetInferencer(config, checkpoint, device='cpu', show_progress=False).model]
     from mmseg.apis import MMSegInferencer, init_model
-    from mmseg.registry import MODELS
+    return [init_model(config, checkpoint, device='cpu'), MMSegInferencer(config, checkpoint, device='cpu').model]
 
-    import mmseg_ext  # noqa: F401
-    init_default_scope('mmseg')
-    path = tmp_path / 'seg.pth'
-    cfg = Config.fromfile(str(SEG_DEMO))
-    state_dict = runner_checkpoint_for(cfg, MODELS.build(cfg.model), runs['checkpoint'], path)
-    assert_weights_of(init_model(str(SEG_DEMO), str(path), device='cpu'), state_dict, 'backbone.')
-    assert_weights_of(MMSegInferencer(str(SEG_DEMO), str(path), device='cpu').model, state_dict, 'backbone.')
+
+@pytest.mark.parametrize('scope, config', [('mmdet', DET_DEMO), ('mmseg', SEG_DEMO)], ids=['mmdet', 'mmseg'])
+def test_runner_checkpoint_through_the_framework_apis(scope, config, runs, tmp_path, fast_weight_init):
+    importlib.import_module(f'{scope}_ext')
+    path = tmp_path / f'{scope}.pth'
+    cfg = Config.fromfile(str(config))
+    state_dict = runner_checkpoint_for(cfg, build_model(cfg, scope), runs['checkpoint'], path)
+    for model in dense_api_models(scope, str(config), str(path)):
+        assert_weights_of(model, state_dict, 'backbone.')
 
 
 # ---------------------------------------------------------------- tools/test.py scores only complete weights

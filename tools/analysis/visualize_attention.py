@@ -3,7 +3,7 @@ token mixer (its k x k window and its dilated second scale, averaged over heads 
 painted onto the image the model sees, next to the model's prediction. Works with any mmseg,
 mmdet or mmpretrain config whose backbone is ``A2MambaBackbone`` / ``A2Mamba``.
 
-    python tools/visualize_attention.py CONFIG CHECKPOINT IMAGE [--pixel ROW COL [--pixel ROW COL ...]]
+    python tools/analysis/visualize_attention.py CONFIG CHECKPOINT IMAGE [--pixel ROW COL [--pixel ROW COL ...]]
         [--stage 3] [--block -1] [--head H] [--score-thr 0.3] [--out attention.png] [--device cpu]
         [--cfg-options k=v ...]
 
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 import mmengine_ext  # noqa: E402  (also puts mmengine checkpoints on torch's weights-only allow-list)
 from a2mamba_core import MASS, A2Mamba  # noqa: E402

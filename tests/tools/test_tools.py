@@ -1,7 +1,6 @@
 """The command-line tools as a user calls them: tools/test.py's --show-dir/--tta on tiny CPU runs,
-get_flops.py on detection and segmentation configs, the launch scripts, and the demo schedules
-under command-line overrides."""
-import importlib.util
+the launch scripts, the demo schedules under command-line overrides, and
+tools/analysis/visualize_attention.py."""
 import json
 import math
 import os
@@ -13,23 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, load_tool
 from mmengine.config import Config
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'tools'))
-
-import get_flops  # noqa: E402
-
-CLS_DEMO = str(ROOT / 'configs/mmpretrain/a2mamba-n_1xb64_mnist5k-32px.py')
-SEG_DEMO = str(ROOT / 'configs/mmseg/upernet_a2mamba-n_nuclei-demo.py')
-DET_DEMO = str(ROOT / 'configs/mmdet/cascade-mask-rcnn_a2mamba-n_fpn_nuclei-demo.py')
+CLS_DEMO = str(REPO / 'configs/mmpretrain/a2mamba-n_1xb64_mnist5k-32px.py')
+SEG_DEMO = str(REPO / 'configs/mmseg/upernet_a2mamba-n_nuclei-demo.py')
+DET_DEMO = str(REPO / 'configs/mmdet/cascade-mask-rcnn_a2mamba-n_fpn_nuclei-demo.py')
 SCRIPTS = {'dist_train.sh': 2, 'dist_test.sh': 3, 'slurm_train.sh': 3, 'slurm_test.sh': 4}
 
 
-def run_tool(tool: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, str(ROOT / tool), *args], cwd=cwd, env=env, capture_output=True,
+def run_tool(tool: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, str(REPO / tool), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -105,7 +100,7 @@ def test_cls_show_dir_paints_every_test_image_and_tta_needs_a_tta_config(tmp_pat
     assert len(images_under(tmp_path / 'painted')) == 20
 
     refused = run_tool('tools/test.py', CLS_DEMO, checkpoint, '--work-dir', str(tmp_path / 'work'), '--tta',
-                       *common, cwd=ROOT)
+                       *common, cwd=REPO)
     assert refused.returncode != 0
     assert '--tta needs tta_model and tta_pipeline in the config' in refused.stderr
 
@@ -125,7 +120,7 @@ def test_seg_tta_and_show_dir_on_a_tiny_run(tmp_path):
     assert "type='SegTTAModel'" in done.stdout + done.stderr and "type='TestTimeAug'" in done.stdout + done.stderr
 
     again = run_tool('tools/test.py', SEG_DEMO.replace('nuclei-demo', '8xb2-160k_ade20k-512x512-ms-flip-test'),
-                     checkpoint, '--tta', cwd=ROOT)
+                     checkpoint, '--tta', cwd=REPO)
     assert again.returncode != 0 and 'already wraps its model in SegTTAModel' in again.stderr
 
 
@@ -135,7 +130,7 @@ def test_det_show_dir_on_a_tiny_run(tmp_path):
     root = f'{tmp_path / "nuclei"}/'
     done = run_tool('tools/test.py', DET_DEMO, checkpoint, '--work-dir', str(tmp_path / 'work'),
                     '--show-dir', 'painted', '--cfg-options', f'test_dataloader.dataset.data_root={root}',
-                    f'test_evaluator.ann_file={root}annotations/instances_val.json', cwd=ROOT)
+                    f'test_evaluator.ann_file={root}annotations/instances_val.json', cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert 'coco/bbox_mAP' in done.stdout + done.stderr
     painted = images_under(tmp_path / 'work')
@@ -143,10 +138,7 @@ def test_det_show_dir_on_a_tiny_run(tmp_path):
 
 
 def test_show_options_reach_each_frameworks_hook():
-    # by path: the standard library has a package named `test`
-    spec = importlib.util.spec_from_file_location('a2mamba_test_tool', ROOT / 'tools' / 'test.py')
-    test_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_tool)
+    test_tool = load_tool('test.py')
 
     for config, key in ((CLS_DEMO, 'enable'), (SEG_DEMO, 'draw'), (DET_DEMO, 'draw')):
         cfg = Config.fromfile(config)
@@ -159,42 +151,6 @@ def test_show_options_reach_each_frameworks_hook():
         test_tool.enable_visualization(cfg, show=True, show_dir=None, wait_time=1)
     with pytest.raises(SystemExit):
         test_tool.parse_args([CLS_DEMO, 'x.pth', '--wait-time', '-1'])
-
-
-# ---------------------------------------------------------------- get_flops.py
-
-
-def custom_op_counts(result: get_flops.Complexity) -> dict:
-    return {op: macs for op, macs in result.macs_by_op.items() if op != 'conv+matmul'}
-
-
-def test_get_flops_on_a_detection_config_pads_like_the_detector(fast_weight_init):
-    config = str(ROOT / 'configs/mmdet/mask-rcnn_a2mamba-t_fpn_1x_coco.py')
-    # mmdet pads to a multiple of 32: an 80-px side runs as 96 px
-    nano = {'model.backbone.arch': 'nano', 'model.neck.in_channels': [32, 64, 128, 192]}
-    result, proposals = get_flops.config_complexity(config, (64, 80), cfg_options=nano)
-    backbone, _ = get_flops.config_complexity(config, (64, 80), backbone_only=True, cfg_options=nano)
-    core = get_flops.core_complexity('a2mamba_n', (64, 96))
-    # the backbone's attention and scan are the classification model's at the padded size
-    assert custom_op_counts(result) == custom_op_counts(backbone) == custom_op_counts(core)
-    assert all(macs > 0 for macs in custom_op_counts(core).values())
-    assert result.macs_by_op['conv+matmul'] > backbone.macs_by_op['conv+matmul'] > 0
-    assert proposals is not None and proposals > 0
-
-
-def test_get_flops_on_a_segmentation_config_and_the_command_line(fast_weight_init, capsys):
-    config = str(ROOT / 'configs/mmseg/upernet_a2mamba-n_8xb2-160k_ade20k-512x512.py')
-    result, proposals = get_flops.config_complexity(config, (64, 64))
-    assert proposals is None
-    assert custom_op_counts(result) == custom_op_counts(get_flops.core_complexity('a2mamba_n', (64, 64)))
-    get_flops.main([config, '--shape', '64', '--cfg-options', 'model.auxiliary_head=None'])
-    line = capsys.readouterr().out.splitlines()[-1]
-    without_aux = get_flops.config_complexity(config, (64, 64), cfg_options={'model.auxiliary_head': None})[0]
-    assert line.split()[1:3] == [f'{without_aux.params / 1e6:.2f}', f'{without_aux.macs / 1e9:.2f}']
-    assert without_aux.params < result.params
-
-    with pytest.raises(ValueError, match='test-time augmentation'):
-        get_flops.config_complexity(config.replace('.py', '-ms-flip-test.py'), (64, 64))
 
 
 # ---------------------------------------------------------------- launch scripts
@@ -210,7 +166,7 @@ def fake_executable(path: Path, name: str) -> Path:
 
 @pytest.mark.parametrize('script', sorted(SCRIPTS))
 def test_scripts_print_their_usage_without_arguments(script):
-    done = subprocess.run(['bash', str(ROOT / 'tools' / script)], capture_output=True, text=True)
+    done = subprocess.run(['bash', str(REPO / 'tools' / script)], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.startswith('usage:') and 'unbound variable' not in done.stderr
     assert 'CONFIG' in done.stderr
@@ -219,8 +175,8 @@ def test_scripts_print_their_usage_without_arguments(script):
 def test_scripts_use_the_repository_venv_unless_python_is_set(tmp_path):
     repo = tmp_path / 'repo'
     (repo / 'tools').mkdir(parents=True)
-    for script in SCRIPTS:
-        shutil.copy(ROOT / 'tools' / script, repo / 'tools' / script)
+    for script in [*SCRIPTS, 'launch_common.sh']:
+        shutil.copy(REPO / 'tools' / script, repo / 'tools' / script)
     venv_python = fake_executable(repo / '.venv/bin/python', 'venv-python')
     other = fake_executable(tmp_path / 'other/python', 'other-python')
     fake_executable(tmp_path / 'bin/srun', 'srun')
@@ -306,8 +262,7 @@ def test_segmentation_demo_schedule_follows_max_iters(tmp_path, max_iters):
 
 
 def attention_tool():
-    import visualize_attention
-    return visualize_attention
+    return load_tool('analysis/visualize_attention.py')
 
 
 @pytest.mark.parametrize('config, image_shape, pixels', [

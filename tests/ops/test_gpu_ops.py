@@ -20,7 +20,7 @@ from ops.neighborhood_attention_fused import LaunchSettings, na2d_triton, tile_c
 from ops.neighborhood_attention_triton import has_triton, na2d_av_triton, na2d_qk_triton
 from ops.selective_scan import has_cuda_scan, selective_scan_states_cuda
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INTERPRETING = os.environ.get('TRITON_INTERPRET') == '1'
 
 needs_cuda_scan = pytest.mark.skipif(not has_cuda_scan(),

@@ -1,17 +1,14 @@
 """tools/analysis/benchmark_dense.py: synthetic batches, config resolution, and CPU runs of tiny
 A2Mamba-N Mask R-CNN and UperNet models that produce table rows with finite losses."""
-import importlib.util
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, load_tool
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location('benchmark_dense', REPO / 'tools' / 'analysis' / 'benchmark_dense.py')
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_tool('analysis/benchmark_dense.py')
 
 MASK_RCNN_T = str(REPO / 'configs' / 'mmdet' / 'mask-rcnn_a2mamba-t_fpn_1x_coco.py')
 UPERNET_DEMO = str(REPO / 'configs' / 'mmseg' / 'upernet_a2mamba-n_nuclei-demo.py')

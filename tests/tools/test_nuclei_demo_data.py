@@ -1,23 +1,17 @@
-"""tools/prepare_nuclei_demo.py: split, COCO instances and semantic maps (no download needed)."""
-import importlib.util
+"""tools/dataset_converters/prepare_nuclei_demo.py: split, COCO instances and semantic maps (no download needed)."""
 import json
-import os.path as osp
 
 import numpy as np
 import pytest
+from conftest import load_tool
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-TOOL = osp.join(osp.dirname(__file__), '..', 'tools', 'prepare_nuclei_demo.py')
-
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('prepare_nuclei_demo', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('dataset_converters/prepare_nuclei_demo.py')
 
 
 def test_train_crops_never_overlap_the_validation_quadrant(tool):

@@ -1,31 +1,23 @@
 """mmseg: every config builds; UperNet + A2Mamba-N trains and predicts at any image size; the
 attention visualisation tool writes a PNG."""
 import glob
-import importlib.util
 import os.path as osp
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, build_model, load_tool
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 from PIL import Image
 
 from mmengine_ext import A2MambaBackbone
 
-ROOT = osp.join(osp.dirname(__file__), '..')
-CONFIG_DIR = osp.join(ROOT, 'configs', 'mmseg')
+CONFIG_DIR = osp.join(REPO, 'configs', 'mmseg')
 CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, '*.py')))
 DEMO = osp.join(CONFIG_DIR, 'upernet_a2mamba-n_nuclei-demo.py')
 ADE_N = osp.join(CONFIG_DIR, 'upernet_a2mamba-n_8xb2-160k_ade20k-512x512.py')
-
-
-def build(cfg: Config) -> torch.nn.Module:
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
-    return MODELS.build(cfg.model)
 
 
 def test_all_variants_have_configs():
@@ -38,7 +30,7 @@ def test_all_variants_have_configs():
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_config_builds(path, fast_weight_init):
     cfg = Config.fromfile(path)
-    model = build(cfg)
+    model = build_model(cfg, 'mmseg')
     segmentor_cfg = cfg.model.get('module', cfg.model)
     if 'ms-flip' in path:
         assert type(model).__name__ == 'SegTTAModel'
@@ -81,7 +73,7 @@ def test_upernet_train_and_test_step_on_odd_sizes():
     cfg.model.backbone.init_cfg = None
     cfg.model.decode_head.channels = 64  # the size of the head is not under test
     cfg.model.data_preprocessor.size = (224, 240)  # training pads to this (the crop size)
-    model = revert_sync_batchnorm(build(cfg))
+    model = revert_sync_batchnorm(build_model(cfg, 'mmseg'))
     model.init_weights()
     optim_wrapper = build_optim_wrapper(model, dict(cfg.optim_wrapper, type='OptimWrapper'))
     shapes = [(161, 227), (215, 133)]
@@ -100,7 +92,7 @@ def test_upernet_train_and_test_step_on_odd_sizes():
 def random_checkpoint(cfg: Config, path: str, runner_meta: bool = False) -> None:
     """A segmentor checkpoint with random weights and the dataset meta; ``runner_meta`` adds a
     pickled numpy scalar as mmengine's Runner does, which torch's default weights_only load refuses."""
-    model = build(cfg)
+    model = build_model(cfg, 'mmseg')
     meta = dict(dataset_meta=dict(classes=cfg.metainfo['classes'], palette=cfg.metainfo['palette']))
     if runner_meta:
         meta['seed'] = np.int64(0)
@@ -119,10 +111,7 @@ def test_inference_api_on_an_image_smaller_than_224(tmp_path):
 
 
 def test_visualize_attention_writes_a_png(tmp_path):
-    spec = importlib.util.spec_from_file_location('visualize_attention',
-                                                  osp.join(ROOT, 'tools', 'visualize_attention.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('analysis/visualize_attention.py')
     cfg = Config.fromfile(DEMO)
     random_checkpoint(cfg, str(tmp_path / 'demo.pth'), runner_meta=True)
     image = tmp_path / 'cells.png'

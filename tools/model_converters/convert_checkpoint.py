@@ -1,9 +1,9 @@
 """Convert A2Mamba classification checkpoints between the authors' layout and mmpretrain's.
 
     # a released checkpoint -> an mmpretrain ImageClassifier checkpoint (for tools/test.py, load_from)
-    python tools/convert_checkpoint.py a2mamba_tiny.pth a2mamba-t_in1k.pth [--weights ema]
+    python tools/model_converters/convert_checkpoint.py a2mamba_tiny.pth a2mamba-t_in1k.pth [--weights ema]
     # an mmpretrain checkpoint (e.g. work_dirs/.../epoch_300.pth) -> the authors' layout
-    python tools/convert_checkpoint.py epoch_300.pth a2mamba_tiny_mm.pth --to official
+    python tools/model_converters/convert_checkpoint.py epoch_300.pth a2mamba_tiny_mm.pth --to official
 
 Official keys are ``patch_embed.*``, ``layers.*``, ``classifier.*``; mmpretrain's are
 ``backbone.patch_embed.*``, ``backbone.layers.*``, ``head.classifier.*``. Tensors are copied
@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..')))
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 from a2mamba_core import check_finite, load_checkpoint_file, read_checkpoint  # noqa: E402
 

@@ -1,7 +1,7 @@
 """How many compute ops one forward issues: a CPU-side proxy for the GPU kernel launches that
 bound A2Mamba in eager mode (docs/BENCHMARKS.md, "Second run").
 
-    python tools/count_ops.py --model a2mamba_t [--image-size 64] [--amp bf16]
+    python tools/analysis/count_ops.py --model a2mamba_t [--image-size 64] [--amp bf16]
 
 Counts ATen calls that compute (views, reshapes and allocations are left out) in one inference
 forward. The GPU path's fused attention and selective scan are one op each here (stand-ins that
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import a2mamba_core  # noqa: E402
 import ops  # noqa: E402
