@@ -70,7 +70,8 @@ def _forward_backend(op: str, t: Tensor) -> str:
     return '' if is_fake(t) else dispatch.resolve(op, t).name
 
 
-def _backend_of_forward(op: str, name: str) -> ContextManager:
+def _forcing(op: str, name: str) -> ContextManager:
+    """Forces backend ``name`` of ``op`` inside the block; an empty name leaves the choice automatic."""
     return dispatch.use_backend(name, op=op) if name else contextlib.nullcontext()
 
 
@@ -124,7 +125,7 @@ def na2d_backward_op(grad_out: Tensor, query: Tensor, key: Tensor, value: Tensor
             if backend.name == dispatch.REFERENCE else (lambda q, k, v, b: backend.fn(q, k, v, kernel, dil, b))
         return _recomputed_grads(forward, (query, key, value, rpb), (grad_out,))
 
-    with _backend_of_forward('na2d', backend):
+    with _forcing('na2d', backend):
         dq, dk, dv, drpb = dispatch.call('na2d', query, run)
     dq, dk, dv = (_into_layout(g if g is not None else torch.zeros_like(x), x, x.dtype)
                   for g, x in ((dq, query), (dk, key), (dv, value)))
@@ -200,7 +201,7 @@ def selective_scan_states_backward_op(grad_states: Tensor, u: Tensor, delta: Ten
         return _recomputed_grads(lambda *xs: backend.fn(*xs, delta_softplus), (u, delta, A, B, delta_bias),
                                  (grad_states,))
 
-    with _backend_of_forward('selective_scan_states', backend):
+    with _forcing('selective_scan_states', backend):
         grads = dispatch.call('selective_scan_states', u, run)
     inputs = (u, delta, A, B, delta_bias)
     result = []
