@@ -24,15 +24,13 @@ ITERS="${ITERS:-100}"
 WARMUP="${WARMUP:-3}"
 MODES="${MODES:-train infer backbone-fwd backbone-train}"
 OUT="${OUT:-/tmp}"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR="$PWD/build/inductor" TRITON_CACHE_DIR="$PWD/build/triton"
 table="$OUT/dense_bench.md"
 log="$OUT/dense_bench.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$log"
-arch="$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
 
 # The scan has 7 translation units: a few jobs suffice, the rest of the cores go to mmcv.
-A2MAMBA_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS=4 \
-    python3 setup.py build_ext --inplace >"$OUT/build_scan.log" 2>&1 &
+JOBS=4 bash .ci/gpu/build_scan.sh >"$OUT/build_scan.log" 2>&1 &
 scan_pid=$!
 # Torch and this repository only (the wheels are being installed meanwhile); the scan is not
 # built yet, so this pass runs its reference: only the Triton compiles matter here.
@@ -55,6 +53,11 @@ for batch, h, w in ((${BATCH:-2}, 800, 1344), (${BATCH:-2}, 512, 512)):
 EOF
 prewarm_pid=$!
 
+# a build that verify.sh (MMCV=1) started in an earlier call on this machine
+if [[ -e build/mmcv_build.pid ]] && kill -0 "$(cat build/mmcv_build.pid)" 2>/dev/null; then
+    echo "[dense_bench] waiting for the mmcv build of an earlier call" | tee -a "$log"
+    while kill -0 "$(cat build/mmcv_build.pid)" 2>/dev/null; do sleep 5; done
+fi
 source .ci/gpu/setup_gpu_env.sh  # not in a pipeline: it exports PYTHONPATH
 if ! wait "$scan_pid"; then tail -40 "$OUT/build_scan.log"; exit 1; fi
 echo "[dense_bench] scan built, mmcv ready at $SECONDS s" | tee -a "$log"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Sourced on the GPU machine by the other scripts of .ci/gpu/: installs the carried wheels into
-# /tmp/site and builds mmcv 2.1.0 with its CUDA ops for this card only, on every core (about
+# build/gpu-site (ignored: a machine kept warm between calls keeps it) and builds mmcv 2.1.0 with its CUDA ops for this card only, on every core (about
 # 4.5 min on 32 cores; MMCV_JOBS caps the jobs). MMCV_WITH_OPS=0 installs mmcv without its ops in seconds instead: enough
 # for classification (mmpretrain needs no mmcv op), not for mmdet / mmseg.
 # Needs .whl/ from .ci/gpu/fetch_wheels.sh. Exports PYTHONPATH.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-SITE=/tmp/site
+SITE="$ROOT/build/gpu-site"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
     "$ROOT"/.whl/*.whl
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -21,7 +21,7 @@ else
 fi
 if ! python3 -c "$probe" 2>/dev/null; then
     arch="$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')"
-    build=/tmp/mmcv-build
+    build="$ROOT/build/mmcv-build"
     rm -rf "$build" && mkdir -p "$build"
     tar -xzf "$ROOT"/.whl/src/mmcv-2.1.0.tar.gz -C "$build"
     # torch's ATen headers need C++20 with this compiler; mmcv hard-codes -std=c++17.
