@@ -10,16 +10,15 @@ import importlib.util
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Dict
+from typing import TYPE_CHECKING, Dict
 
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
-from mmengine.utils import import_modules_from_strings
-from mmpretrain.structures import DataSample
 from PIL import Image
+
+if TYPE_CHECKING:  # the OpenMMLab packages are imported where used: the GPU tests of ops and core run without them
+    from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 # The classification demo's config (A2Mamba-N on MNIST-5k), which the training tests shrink.
@@ -50,15 +49,19 @@ def load_tool(path: str) -> ModuleType:
     return module
 
 
-def build_model(cfg: Config, scope: str) -> torch.nn.Module:
+def build_model(cfg: 'Config', scope: str) -> torch.nn.Module:
     """``cfg.model`` built from the registry of framework ``scope`` (``'mmdet'``, ``'mmseg'``, ...)."""
+    from mmengine.registry import init_default_scope
     registry = importlib.import_module(f'{scope}.registry')
     init_default_scope(scope)
     return registry.MODELS.build(cfg.model)
 
 
-def load_mmpretrain_config(name: str) -> Config:
+def load_mmpretrain_config(name: str) -> 'Config':
     """``configs/mmpretrain/<name>``, with its custom imports done and its registry scope set."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.utils import import_modules_from_strings
     cfg = Config.fromfile(str(REPO / 'configs' / 'mmpretrain' / name))
     import_modules_from_strings(**cfg.custom_imports)
     init_default_scope(cfg.default_scope)
@@ -68,6 +71,7 @@ def load_mmpretrain_config(name: str) -> Config:
 def mmpretrain_batch(num: int, size: int, channels: int = 3, num_classes: int = 1000) -> dict:
     """A data batch for an mmpretrain classifier: ``num`` random uint8 images of ``size`` x ``size``
     with random labels."""
+    from mmpretrain.structures import DataSample
     inputs = [torch.randint(0, 256, (channels, size, size), dtype=torch.uint8) for _ in range(num)]
     samples = [DataSample().set_gt_label(int(torch.randint(0, num_classes, ()))) for _ in range(num)]
     return dict(inputs=inputs, data_samples=samples)
