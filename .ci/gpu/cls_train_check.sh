@@ -10,10 +10,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT="${OUT:-/tmp}"
 MMCV_WITH_OPS=0 source .ci/gpu/setup_gpu_env.sh
 set +e
-# mmpretrain turns on its multimodal models when pycocotools and transformers are both
-# importable, and those fail to import with the image's newer transformers; classification
-# needs neither, so the carried pycocotools (for mmdet) is removed from this run's site.
-rm -rf "$SITE"/pycocotools*
 export PYTHONUNBUFFERED=1
 if ! python3 -c 'import ops; assert ops.has_cuda_scan()' 2>/dev/null; then
     STEPS=build bash .ci/gpu/kernels_check.sh || exit 1

@@ -10,6 +10,11 @@ SITE="$ROOT/build/gpu-site"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
     "$ROOT"/.whl/*.whl
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# mmpretrain turns its multimodal models on when the pycocotools and transformers distributions
+# are both installed, and those models fail to import with the image's newer transformers (which
+# takes mmpretrain.models, and mmdet's ReID preprocessor with it, down). mmdet imports pycocotools
+# as a module, which works without the distribution's metadata.
+rm -rf "$SITE"/pycocotools-*.dist-info
 
 MMCV_WITH_OPS="${MMCV_WITH_OPS:-1}"
 if [[ "$MMCV_WITH_OPS" == 0 ]]; then
