@@ -20,7 +20,16 @@ import torch
 from torch import Tensor
 
 from . import dispatch, library, traceable_ops
-from .dispatch import BACKEND_ENV, REFERENCE, Kernel, KernelUnavailable, backends, register_backend, use_backend
+from .dispatch import (
+    BACKEND_ENV,
+    REFERENCE,
+    Kernel,
+    KernelUnavailable,
+    backends,
+    register_backend,
+    unregister_backend,
+    use_backend,
+)
 from .neighborhood_attention import (
     IntOrPair,
     check_na2d_args,
@@ -49,7 +58,8 @@ __all__ = [
     'na2d_ref', 'na2d_qk_ref', 'na2d_av_ref', 'selective_scan_states_ref',
     'na2d_triton', 'na2d_qk_triton', 'na2d_av_triton', 'selective_scan_states_cuda',
     # the dispatch controls
-    'use_backend', 'backends', 'register_backend', 'Kernel', 'KernelUnavailable', 'BACKEND_ENV', 'REFERENCE',
+    'use_backend', 'backends', 'register_backend', 'unregister_backend', 'Kernel', 'KernelUnavailable',
+    'BACKEND_ENV', 'REFERENCE',
     'has_triton', 'has_cuda_scan', 'traceable', 'is_traceable',
 ]
 

@@ -65,6 +65,12 @@ def register_backend(op: str, name: str, fn: Callable, available: Callable[[Tens
     entries.insert(0 if first else len(entries), Backend(name, fn, available))
 
 
+def unregister_backend(op: str, name: str) -> None:
+    """Removes backend ``name`` of ``op`` (no error if it is not registered)."""
+    if op in _REGISTRY:
+        _REGISTRY[op][:] = [b for b in _REGISTRY[op] if b.name != name]
+
+
 def backends(op: str) -> List[str]:
     """Names of the backends of ``op``, in priority order."""
     if op not in _REGISTRY:

@@ -1,12 +1,13 @@
-"""How many compute ops one forward issues: a CPU-side proxy for the GPU kernel launches that
-bound A2Mamba in eager mode (docs/BENCHMARKS.md, "Second run").
+"""How many compute ops one forward issues: a CPU-side proxy for the GPU kernel launches (and
+their host time) that bound A2Mamba in eager mode at small batches.
 
     python tools/analysis/count_ops.py --model a2mamba_t [--image-size 64] [--amp bf16]
 
 Counts ATen calls that compute (views, reshapes and allocations are left out) in one inference
-forward. The GPU path's fused attention and selective scan are one op each here (stand-ins that
-return the right shape), so the count matches what a GPU forward launches up to those kernels'
-own helpers; the attention maps of the CPU reference path are not counted.
+forward. The model takes its GPU path through the custom ops, whose kernels are stand-ins here that
+return the right shapes: each fused attention and each selective scan is one op
+(``a2mamba.na2d``, ``a2mamba.selective_scan_states``), so the count matches what a GPU forward
+launches up to those kernels' own helpers.
 """
 import argparse
 import sys
@@ -20,11 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import a2mamba_core  # noqa: E402
 import ops  # noqa: E402
+from ops.neighborhood_attention_fused import empty_in_layout  # noqa: E402
 
 NOT_COMPUTE = ('aten.view', 'aten._unsafe_view', 'aten.permute', 'aten.t.', 'aten.unsqueeze', 'aten.squeeze',
                'aten.expand', 'aten.slice', 'aten.split', 'aten.chunk', 'aten.unbind', 'aten.select',
                'aten.transpose', 'aten.alias', 'aten.detach', 'aten.as_strided', 'aten.unflatten', 'aten.empty',
                'aten.lift_fresh', 'aten.reshape', 'aten._reshape_alias', 'aten.sym_')
+
+STAND_IN = 'one-op-stand-in'
 
 
 class OpCounter(TorchDispatchMode):
@@ -39,6 +43,39 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _na2d_stand_in(query, key, value, rpb, kernel, dilation, tf32):
+    out = empty_in_layout(value, torch.promote_types(query.dtype, value.dtype))
+    return out, torch.empty(query.shape[:4], device=query.device, dtype=torch.float32)
+
+
+def _scan_stand_in(u, delta, A, B, delta_bias, delta_softplus):
+    return torch.empty(u.shape[0], u.shape[1], A.shape[1], u.shape[2], device=u.device, dtype=torch.float32)
+
+
+def _no_backward(*args):
+    raise RuntimeError('count_ops times inference only: the stand-in kernels have no backward')
+
+
+def count_ops(model_name: str, image_size: int = 64, amp: bool = True) -> Counter:
+    """Compute ops of one inference forward of ``model_name`` on a ``1 x 3 x image_size^2``
+    input, by ATen name (the two custom ops, ``a2mamba.na2d`` and ``a2mamba.selective_scan_states``,
+    one each per kernel call)."""
+    # Stand-ins registered as kernels, so that the model takes the GPU path through the custom ops
+    # (a CPU reference would instead compute each attention map once, in many small ops).
+    stand_ins = {'na2d': _na2d_stand_in, 'selective_scan_states': _scan_stand_in}
+    for op, forward in stand_ins.items():
+        ops.register_backend(op, STAND_IN, ops.Kernel(forward, _no_backward), lambda t: True)
+    try:
+        model = a2mamba_core.create_model(model_name).eval()
+        x = torch.randn(1, 3, image_size, image_size)
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp), OpCounter() as counter:
+            model(x)
+    finally:
+        for op in stand_ins:
+            ops.unregister_backend(op, STAND_IN)
+    return counter.counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default='a2mamba_t', choices=a2mamba_core.list_models())
@@ -46,17 +83,10 @@ def main() -> None:
     parser.add_argument('--amp', choices=['none', 'bf16'], default='bf16')
     parser.add_argument('--top', type=int, default=15)
     args = parser.parse_args()
-    ops.register_backend('na2d', 'one-op-stand-in', lambda q, k, v, *rest: v * 1.0, lambda t: True)
-    ops.register_backend('selective_scan_states', 'one-op-stand-in',
-                         lambda u, *rest, **kwargs: u.float()[:, :, None] * 1.0, lambda t: True)
-    model = a2mamba_core.create_model(args.model).eval()
-    x = torch.randn(1, 3, args.image_size, args.image_size)
-    amp = torch.autocast('cpu', dtype=torch.bfloat16, enabled=args.amp == 'bf16')
-    with torch.no_grad(), amp, OpCounter() as counter:
-        model(x)
-    print(f'{args.model}, {args.image_size}^2, amp {args.amp}: {sum(counter.counts.values())} compute ops per forward '
+    counts = count_ops(args.model, args.image_size, args.amp == 'bf16')
+    print(f'{args.model}, {args.image_size}^2, amp {args.amp}: {sum(counts.values())} compute ops per forward '
           f'(fused attention and scan counted as one op each)')
-    for name, count in counter.counts.most_common(args.top):
+    for name, count in counts.most_common(args.top):
         print(f'{count:6d}  {name}')
 
 
