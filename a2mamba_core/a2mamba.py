@@ -747,7 +747,8 @@ def compile_in_place(module: nn.Module, torch_compile: Union[bool, dict]) -> Non
     ``module``'s forward in place (``nn.Module.compile``: parameter names unchanged), with static
     shapes unless the dict says otherwise. The ops are custom ops, so the whole network is one
     graph; ``dict(mode='reduce-overhead')`` adds CUDA graphs (measured in docs/BENCHMARKS.md).
-    Each new input size compiles again."""
+    Each new input size compiles again, unless ``dict(dynamic=True)``: then one graph serves every
+    input size."""
     if isinstance(torch_compile, bool):
         options = {} if torch_compile else None
     elif isinstance(torch_compile, dict):

@@ -80,8 +80,10 @@ class A2MambaBackbone(BaseModule):
             the whole backbone one graph, its ops included; ``dict(mode='reduce-overhead')`` adds
             CUDA graphs). Use it rather than mmengine's ``compile=True``, which compiles the whole
             ``train_step`` including the optimizer step and fails there with torch 2.14. Shapes
-            are static by default (``dynamic=False``): each new input size compiles again, so it
-            suits fixed-size training (classification, segmentation crops), not detection.
+            are static by default (``dynamic=False``): each new input size compiles again, which
+            suits fixed-size training (classification, segmentation crops); for detection's
+            varying image sizes pass ``dict(dynamic=True)``: one graph for every size (CUDA graphs
+            need static shapes).
         init_cfg: ``None`` (random initialisation) or
             ``dict(type='Pretrained', checkpoint=PATH[, weights='plain'|'ema'][, strict=True])`` to
             load an A2Mamba checkpoint (the authors' classification release, or a

@@ -29,6 +29,24 @@ def test_whole_model_is_one_graph(device, training):
     assert {'a2mamba.na2d.default', 'a2mamba.selective_scan_states.default'} <= ops_in_graph
 
 
+def test_dynamic_shapes_trace_once_for_every_input_size():
+    """``torch_compile=dict(dynamic=True)`` (detection's varying image sizes): one graph serves
+    inputs of other sizes and aspect ratios without tracing again, and computes the eager model."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    model = a2mamba_core.create_model('a2mamba_n', num_classes=0).train()
+    compiled = a2mamba_core.create_model('a2mamba_n', num_classes=0,
+                                         torch_compile=dict(dynamic=True, fullgraph=True, backend='eager')).train()
+    compiled.load_state_dict(model.state_dict())
+    for h, w in ((64, 96), (96, 128), (128, 64)):
+        x = torch.randn(2, 3, h, w)
+        out, ref = compiled(x), model(x)
+        assert rel_err(out, ref) < 1e-5, (h, w)
+        out.sum().backward()
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] == 1
+
+
 def test_export_captures_the_model():
     model = a2mamba_core.create_model('a2mamba_n', num_classes=10).eval()
     x = torch.randn(1, 3, 64, 64)
