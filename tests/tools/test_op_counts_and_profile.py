@@ -1,5 +1,6 @@
-"""tools/analysis/count_ops.py counts what the GPU path launches: the model reaches the two custom
-ops (one node per kernel call), not the CPU reference's many small ops."""
+"""The launch-overhead tools: tools/analysis/count_ops.py counts what the GPU path launches (the
+model reaches the two custom ops, one node per kernel call, not the CPU reference's many small
+ops), and profile_model.py's host table counts each op's calls and CPU time per step."""
 from collections import Counter
 
 import pytest
@@ -34,3 +35,22 @@ def test_counts_one_op_per_kernel_call(neighborhood_calls):
     assert counts['a2mamba.selective_scan_states.default'] == scans
     # the reference's window gathers and scatters never run
     assert not {'aten.index_select.default', 'aten.scatter_add_.default'} & set(counts)
+
+
+def test_profile_host_table_counts_the_ops_of_a_step():
+    """tools/analysis/profile_model.py's host table: per-step calls and own CPU time of each op,
+    from a CPU profile of a step that issues a known number of each op."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    tool = load_tool('analysis/profile_model.py')
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    steps = 3
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            for _ in range(5):
+                torch.mm(a, b)
+            torch.add(a, b)
+    table = tool.host_table(prof.key_averages(), steps, 10)
+    rows = {line.split(' | ')[0].lstrip('| '): line.split(' | ') for line in table if line.startswith('| aten::')}
+    assert int(rows['aten::mm'][1]) == 5 and int(rows['aten::add'][1]) == 1
+    assert float(rows['aten::mm'][2]) > 0
