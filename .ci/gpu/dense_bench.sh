@@ -17,6 +17,7 @@
 #       shared out among the timed loops, each of which stops early at its share.
 #   ITERS (default 100) and WARMUP (default 3): timed and untimed iterations per loop.
 #   MODES (default "train infer backbone-fwd backbone-train"): fewer loops share the time left.
+#   COMPILE=static|dynamic compiles every backbone in place (benchmark_dense.py --compile-backbone).
 #   CONFIGS (default the six above, space-separated) times a subset: all six with every mode and
 #       100 training iterations for each A2Mamba config do not fit one 10-minute call (the A2Mamba
 #       cascade trains at about 2 it/s); e.g. the three A2Mamba configs in one call and the peers
@@ -80,6 +81,7 @@ left=$((BUDGET_S - SECONDS - 30))  # 30 s: the process's start and the last loop
 if ((left < 20)); then echo "only $((left + 30)) s left after the builds: no time to benchmark" >&2; exit 1; fi
 status=0
 timeout $((left + 25)) python3 tools/analysis/benchmark_dense.py --amp fp16 ${BATCH:+--batch-size "$BATCH"} \
+    ${COMPILE:+--compile-backbone "$COMPILE"} \
     --modes $MODES --iters "$ITERS" --warmup "$WARMUP" --budget-s "$left" \
     --out "$table" "${configs[@]}" 2>&1 | tee -a "$log" || status=1
 echo "[dense_bench] done at $SECONDS s of $BUDGET_S" | tee -a "$log"

@@ -133,3 +133,19 @@ def test_upernet_nano_on_cpu(tmp_path):
     assert exit_info.value.code == 1
     last = table_rows(out)[-1]
     assert (last['losses finite'], last['iterations'], last['input']) == ('no', '1 (of 5)', '64×64')
+
+
+def test_compiled_backbone_rows(tmp_path):
+    """--compile-backbone compiles the backbone in place (here with Dynamo's eager backend, which
+    traces without generating code) and labels the rows."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    out = tmp_path / 'bench.md'
+    rows = bench.main([UPERNET_DEMO, *CPU, '--batch-size', '2', '--size', '64', '96', '--warmup', '1', '--iters', '2',
+                       '--modes', 'train', 'backbone-fwd', '--compile-backbone', 'dynamic',
+                       '--compile-backend', 'eager', '--out', str(out)])
+    assert [(r.mode, r.iters, r.losses_finite) for r in rows] == [('train', 2, True), ('backbone-fwd', 2, None)]
+    assert [r['config'] for r in table_rows(out)] == [
+        'upernet_a2mamba-n_nuclei-demo [backbone compiled, dynamic]',
+        'upernet_a2mamba-n_nuclei-demo [backbone compiled, dynamic] (backbone)']
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] >= 2  # the model's backbone, the backbone alone

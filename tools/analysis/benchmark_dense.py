@@ -23,6 +23,10 @@ decode head's classes and some ignored (255) regions. Each mode runs ``--warmup`
 iterations, then ``--iters`` timed ones (synchronised at both ends); ``--budget-s`` bounds the
 whole run by stopping each timed loop early at its share of the time left.
 
+``--compile-backbone static|dynamic`` compiles each config's backbone in place (the same call for
+A2Mamba's and the peers'), to time the compiled backbone beside the eager one; ``dynamic`` keeps
+one graph for detection's varying image sizes.
+
 Prints one Markdown table row per (config, mode), with the card, torch, dtype, batch and counts;
 ``--out FILE`` appends the rows (and the header, to a new file). Peak memory is
 ``torch.cuda.max_memory_allocated`` over the timed loop (n/a on a CPU). Exits with status 1 if a
@@ -85,6 +89,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              'time left (at least one iteration; the rates stay exact)')
     parser.add_argument('--instances', type=int, default=7,
                         help='objects per detection image (default: 7, the COCO mean)')
+    parser.add_argument('--compile-backbone', choices=['static', 'dynamic'],
+                        help="compile every config's backbone in place (nn.Module.compile, the same for "
+                             'A2Mamba and its peers): static shapes (each new input size compiles again) or '
+                             "dynamic (one graph for every size: detection's varying images); the first "
+                             'warm-up iteration then compiles')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help='torch.compile backend of --compile-backbone (default: inductor)')
     parser.add_argument('--device', default='cuda', help='torch device (default: cuda)')
     parser.add_argument('--out', help='append the table rows to this Markdown file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -451,7 +462,7 @@ class DenseBenchmark:
         cfg = load_config(spec)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
-        name = config_name(spec)
+        name = config_name(spec) + (f' [backbone compiled, {args.compile_backbone}]' if args.compile_backbone else '')
         task = task_of(cfg)
         init_default_scope(task)
         dropped = drop_pretrained(cfg.model)
@@ -475,6 +486,7 @@ class DenseBenchmark:
         if model_modes:
             from mmengine.optim import AmpOptimWrapper
             model = build_model(cfg.model, device)
+            self.compile_backbone(model.backbone)
             optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
             if isinstance(optim_wrapper, AmpOptimWrapper) != (dtype is not None):
                 raise ValueError(f'{name}: optim_wrapper type {cfg.optim_wrapper.type!r} built a '
@@ -491,6 +503,10 @@ class DenseBenchmark:
             backbone_size = tuple(args.backbone_size) if args.backbone_size else padded_size(cfg, task, size)
             rows += self.time_backbone(name, cfg, dtype, batch_size, backbone_size, backbone_modes)
         return rows
+
+    def compile_backbone(self, backbone: torch.nn.Module) -> None:
+        if self.args.compile_backbone:
+            backbone.compile(dynamic=self.args.compile_backbone == 'dynamic', backend=self.args.compile_backend)
 
     def time_model(self, name: str, model: torch.nn.Module, optim_wrapper: Any, batch: Dict[str, list],
                    dtype: Optional[torch.dtype], batch_size: int, size: Tuple[int, int],
@@ -531,6 +547,7 @@ class DenseBenchmark:
         self.timed_backbones[identity] = name
         torch.manual_seed(0)
         backbone = build_model(cfg.model.backbone, self.device)
+        self.compile_backbone(backbone)
         x = torch.randn(batch_size, 3, *size, device=self.device)
         cast = autocast(self.device, dtype)
         rows = []
