@@ -60,8 +60,8 @@ _local = threading.local()
 def register_backend(op: str, name: str, fn: Callable, available: Callable[[Tensor], bool],
                      first: bool = True) -> None:
     """Adds (or replaces) backend ``name`` of ``op``; ``first=True`` puts it ahead of the others."""
+    unregister_backend(op, name)
     entries = _REGISTRY.setdefault(op, [])
-    entries[:] = [b for b in entries if b.name != name]
     entries.insert(0 if first else len(entries), Backend(name, fn, available))
 
 

@@ -104,10 +104,15 @@ def na2d_op(query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], ke
     return dispatch.call('na2d', query, run)
 
 
-@na2d_op.register_fake
-def _(query, key, value, rpb, kernel_size, dilation, tf32):
+def na2d_fake(query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], kernel_size: Sequence[int],
+              dilation: Sequence[int], tf32: bool) -> Tuple[Tensor, Tensor]:
+    """Uninitialised ``(out, lse)`` of :func:`na2d_op`'s shapes, dtypes and strides: its fake
+    implementation (and a stand-in kernel for tools that count launches)."""
     return (empty_in_layout(value, torch.promote_types(query.dtype, value.dtype)),
             _empty(query.shape[:4], query, torch.float32))
+
+
+na2d_op.register_fake(na2d_fake)
 
 
 @torch.library.custom_op('a2mamba::na2d_backward', mutates_args=())
@@ -184,9 +189,14 @@ def selective_scan_states_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, del
     return states.to(_states_dtype(u, delta, A, B, delta_bias)).contiguous()
 
 
-@selective_scan_states_op.register_fake
-def _(u, delta, A, B, delta_bias, delta_softplus):
+def selective_scan_states_fake(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor],
+                               delta_softplus: bool) -> Tensor:
+    """Uninitialised states of :func:`selective_scan_states_op`'s shape and dtype: its fake
+    implementation (and a stand-in kernel for tools that count launches)."""
     return _empty((u.shape[0], u.shape[1], A.shape[1], u.shape[2]), u, _states_dtype(u, delta, A, B, delta_bias))
+
+
+selective_scan_states_op.register_fake(selective_scan_states_fake)
 
 
 @torch.library.custom_op('a2mamba::selective_scan_states_backward', mutates_args=())

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import a2mamba_core  # noqa: E402
 import ops  # noqa: E402
-from ops.neighborhood_attention_fused import empty_in_layout  # noqa: E402
 
 NOT_COMPUTE = ('aten.view', 'aten._unsafe_view', 'aten.permute', 'aten.t.', 'aten.unsqueeze', 'aten.squeeze',
                'aten.expand', 'aten.slice', 'aten.split', 'aten.chunk', 'aten.unbind', 'aten.select',
@@ -43,15 +42,6 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _na2d_stand_in(query, key, value, rpb, kernel, dilation, tf32):
-    out = empty_in_layout(value, torch.promote_types(query.dtype, value.dtype))
-    return out, torch.empty(query.shape[:4], device=query.device, dtype=torch.float32)
-
-
-def _scan_stand_in(u, delta, A, B, delta_bias, delta_softplus):
-    return torch.empty(u.shape[0], u.shape[1], A.shape[1], u.shape[2], device=u.device, dtype=torch.float32)
-
-
 def _no_backward(*args):
     raise RuntimeError('count_ops times inference only: the stand-in kernels have no backward')
 
@@ -60,9 +50,10 @@ def count_ops(model_name: str, image_size: int = 64, amp: bool = True) -> Counte
     """Compute ops of one inference forward of ``model_name`` on a ``1 x 3 x image_size^2``
     input, by ATen name (the two custom ops, ``a2mamba.na2d`` and ``a2mamba.selective_scan_states``,
     one each per kernel call)."""
-    # Stand-ins registered as kernels, so that the model takes the GPU path through the custom ops
-    # (a CPU reference would instead compute each attention map once, in many small ops).
-    stand_ins = {'na2d': _na2d_stand_in, 'selective_scan_states': _scan_stand_in}
+    # The ops' fake implementations (outputs of the right shapes, nothing computed) registered as
+    # kernels, so that the model takes the GPU path through the custom ops (a CPU reference would
+    # instead compute each attention map once, in many small ops).
+    stand_ins = {'na2d': ops.library.na2d_fake, 'selective_scan_states': ops.library.selective_scan_states_fake}
     for op, forward in stand_ins.items():
         ops.register_backend(op, STAND_IN, ops.Kernel(forward, _no_backward), lambda t: True)
     try:
