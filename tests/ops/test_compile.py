@@ -57,6 +57,15 @@ def test_export_captures_the_model():
         assert rel_err(program.module()(x), model(x)) < 1e-5
 
 
+def _output_and_parameter_grads(run, model: torch.nn.Module, x: torch.Tensor):
+    out = run(x)
+    return out, torch.autograd.grad(out.square().sum(), list(model.parameters()), allow_unused=True)
+
+
+def _flat(grads) -> torch.Tensor:
+    return torch.cat([g.double().flatten() for g in grads if g is not None])
+
+
 def test_compiled_training_step_matches_eager_cpu():
     """Forward and backward through the custom ops' registered autograd (reference backends,
     recomputed forward) give autograd's gradients of the eager reference path."""
@@ -65,24 +74,13 @@ def test_compiled_training_step_matches_eager_cpu():
     model = a2mamba_core.create_model('a2mamba_n', num_classes=10).eval()
     x = torch.randn(1, 3, 32, 48)
     compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
-    out, ref = compiled(x), model(x)
+    out, grads = _output_and_parameter_grads(compiled, model, x)
+    ref, grads_ref = _output_and_parameter_grads(model, model, x)
     assert rel_err(out, ref) < 1e-5
-    params = [p for p in model.parameters()]
-    grads = torch.autograd.grad(out.square().sum(), params, allow_unused=True)
-    grads_ref = torch.autograd.grad(ref.square().sum(), params, allow_unused=True)
     for (name, _), g, g_ref in zip(model.named_parameters(), grads, grads_ref):
         assert (g is None) == (g_ref is None), name
         if g_ref is not None and g_ref.norm() > 0:
             assert rel_err(g, g_ref) < 1e-4, name
-
-
-def _output_and_parameter_grads(run, model: torch.nn.Module, x: torch.Tensor):
-    out = run(x)
-    return out, torch.autograd.grad(out.square().sum(), list(model.parameters()), allow_unused=True)
-
-
-def _flat(grads) -> torch.Tensor:
-    return torch.cat([g.double().flatten() for g in grads if g is not None])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')

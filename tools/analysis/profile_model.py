@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import torch
 from torch.autograd import DeviceType
@@ -28,17 +28,25 @@ import a2mamba_core  # noqa: E402
 import ops  # noqa: E402
 
 
-def host_table(events, steps: int, top: int) -> List[str]:
-    """The CPU-side ops of a profile (``prof.key_averages()``) by their own CPU time per step."""
-    host = [e for e in events if e.device_type == DeviceType.CPU]
-    host.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    total_ms = sum(e.self_cpu_time_total for e in host) / 1e3 / steps
-    lines = [f'host ops: {total_ms:.1f} ms of own CPU time per step', '',
-             '| host op | calls/step | ms/step | share |', '|---|---|---|---|']
-    for e in host[:top]:
-        ms = e.self_cpu_time_total / 1e3 / steps
+def op_table(events, device_type: DeviceType, label: str, steps: int, top: int) -> Tuple[float, List[str]]:
+    """The ops of one device type in a profile (``prof.key_averages()``) by their own time on it:
+    ``(total ms per step, Markdown table of the ``top`` ones)``."""
+    def own_us(e) -> float:
+        return e.self_device_time_total if device_type == DeviceType.CUDA else e.self_cpu_time_total
+
+    chosen = sorted((e for e in events if e.device_type == device_type), key=own_us, reverse=True)
+    total_ms = sum(own_us(e) for e in chosen) / 1e3 / steps
+    lines = [f'| {label} | calls/step | ms/step | share |', '|---|---|---|---|']
+    for e in chosen[:top]:
+        ms = own_us(e) / 1e3 / steps
         lines.append(f'| {e.key[:100]} | {e.count // steps} | {ms:.2f} | {100 * ms / max(total_ms, 1e-9):.1f}% |')
-    return lines
+    return total_ms, lines
+
+
+def host_table(events, steps: int, top: int) -> List[str]:
+    """The CPU-side ops of a profile by their own CPU time per step."""
+    total_ms, lines = op_table(events, DeviceType.CPU, 'host op', steps, top)
+    return [f'host ops: {total_ms:.1f} ms of own CPU time per step', ''] + lines
 
 
 def profile_steps(step: Callable[[], None], steps: int, warmup: int, top: int) -> List[str]:
@@ -51,15 +59,10 @@ def profile_steps(step: Callable[[], None], steps: int, warmup: int, top: int) -
             step()
         torch.cuda.synchronize()
     wall_ms = (time.perf_counter() - start) * 1e3 / steps
-    kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
-    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    total_ms = sum(e.self_device_time_total for e in kernels) / 1e3 / steps
-    lines = [f'step wall {wall_ms:.1f} ms (under the profiler), kernels {total_ms:.1f} ms', '',
-             '| kernel | calls/step | ms/step | share |', '|---|---|---|---|']
-    for e in kernels[:top]:
-        ms = e.self_device_time_total / 1e3 / steps
-        lines.append(f'| {e.key[:100]} | {e.count // steps} | {ms:.2f} | {100 * ms / total_ms:.1f}% |')
-    return lines + [''] + host_table(prof.key_averages(), steps, top)
+    events = prof.key_averages()
+    total_ms, kernels = op_table(events, DeviceType.CUDA, 'kernel', steps, top)
+    return ([f'step wall {wall_ms:.1f} ms (under the profiler), kernels {total_ms:.1f} ms', ''] + kernels + ['']
+            + host_table(events, steps, top))
 
 
 def main() -> None:
