@@ -27,7 +27,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from . import dispatch
 from .neighborhood_attention import na2d_av_ref, na2d_qk_ref
-from .neighborhood_attention_fused import empty_in_layout
+from .neighborhood_attention_fused import empty_in_layout, has_layout_of
 
 _LOG2E = 1.4426950408889634
 
@@ -37,7 +37,12 @@ def _empty(shape: Sequence[int], like: Tensor, dtype: Optional[torch.dtype] = No
 
 
 def _into_layout(t: Tensor, layout_of: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
-    out = empty_in_layout(layout_of, dtype or t.dtype)
+    """``t`` in the layout of :func:`empty_in_layout` for ``layout_of``: ``t`` itself where it is
+    (the kernels write their results so), else a copy."""
+    dtype = dtype or t.dtype
+    if t.dtype == dtype and has_layout_of(t, layout_of):
+        return t
+    out = empty_in_layout(layout_of, dtype)
     out.copy_(t)
     return out
 

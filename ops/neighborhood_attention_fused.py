@@ -51,10 +51,13 @@ TILE_QUERIES = 16
 class LaunchSettings(NamedTuple):
     """How the fused kernels walk a halo: rows per loop step (more independent work per step,
     more registers), the same for the query-centric backward when it also accumulates d rpb
-    (its accumulator and one-hot operands need registers too), and warps per program."""
+    (its accumulator and one-hot operands need registers too), warps per program, and queries
+    (or keys) per program (a power of two, at least 16: larger tiles read each halo key for more
+    queries but score more padding)."""
     rows_per_step: int
     rows_per_step_rpb_grad: int
     warps: int
+    tile_queries: int = TILE_QUERIES
 
 
 def launch_settings(kernel: Tuple[int, int]) -> LaunchSettings:
@@ -226,11 +229,13 @@ if has_triton():
                                heads, H, W, C: tl.constexpr, DH, DW, n_tx, tiles_per_group,
                                q_sb, q_sn, q_sp: tl.constexpr, q_sc, k_sb, k_sn, k_sp: tl.constexpr, k_sc,
                                v_sb, v_sn, v_sp: tl.constexpr, v_sc, g_sb, g_sn, g_sp: tl.constexpr, g_sc,
-                               dq_sb, dq_sn, dq_sp: tl.constexpr, dq_sc,
+                               dq_sb, dq_sn, dq_sp: tl.constexpr, dq_sc, out_ptr, o_sb, o_sn, o_sp: tl.constexpr, o_sc,
                                KH: tl.constexpr, KW: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
                                NC: tl.constexpr, RS: tl.constexpr, BLOCK_C: tl.constexpr, HAS_RPB: tl.constexpr,
                                RPB_GRAD: tl.constexpr, NA: tl.constexpr, NB: tl.constexpr, PREC: tl.constexpr):
-        """``dq = sum_keys dS k`` and this tile's partial ``d rpb``, with ``dS = P (dP - delta)``."""
+        """``dq = sum_keys dS k`` and this tile's partial ``d rpb``, with ``dS = P (dP - delta)``;
+        also writes ``delta = rowsum(dO * O)`` of its queries, which the key-centric pass (launched
+        after it) reads: every query belongs to one program."""
         M: tl.constexpr = TH * TW
         tile_id = tl.program_id(0)
         bh = tl.program_id(1).to(tl.int64)
@@ -248,7 +253,10 @@ if has_triton():
         qt = tl.load(q_ptr + q_off, mask=io_mask, other=0.0)
         grad_out = tl.load(dout_ptr + q_lin[:, None] * g_sp + c[None, :] * g_sc, mask=io_mask, other=0.0)
         lse = tl.load(lse_ptr + q_lin, mask=q_ok, other=0.0)
-        delta = tl.load(delta_ptr + q_lin, mask=q_ok, other=0.0)
+        out = tl.load(_head_slice(out_ptr, bh, heads, o_sb, o_sn) + q_lin[:, None] * o_sp + c[None, :] * o_sc,
+                      mask=io_mask, other=0.0)
+        delta = tl.sum(grad_out.to(tl.float32) * out.to(tl.float32), 1)
+        tl.store(delta_ptr + q_lin, delta, mask=q_ok)
 
         ky0, kx0, n_rows, j, kx, col_ok, in_cols = _halo(py0, px0, lgy, lgx, sx, q_ok, TH, TW, KH, KW, NC, RS)
         # d rpb: the product's rows taken as (query, halo row of the step) pairs have one bias row
@@ -388,13 +396,16 @@ def _best_tiles(height: int, width: int, kernel: Tuple[int, int], dilation: Tupl
     rows, cols = -(-height // dh), -(-width // dw)  # the longest group per axis
     best = None
     tw = 1
-    while tw <= TILE_QUERIES:
-        th = TILE_QUERIES // tw
+    tile = launch.tile_queries
+    if tile < 16 or tile & (tile - 1):
+        raise ValueError(f'tile_queries must be a power of two of at least 16, got {tile}')
+    while tw <= tile:
+        th = tile // tw
         nc = _dot_dim(min(tw + kw - 1, cols))
         halo_rows = min(th + kh - 1, rows)
         rs = min(launch.rows_per_step, _next_pow2(halo_rows))
         n_ty, n_tx = -(-rows // th), -(-cols // tw)
-        cost = n_ty * n_tx * TILE_QUERIES * -(-halo_rows // rs) * rs * nc
+        cost = n_ty * n_tx * tile * -(-halo_rows // rs) * rs * nc
         if best is None or cost < best[0]:
             best = cost, TileConfig(th, tw, nc, rs, n_tx, n_ty * n_tx, dh * dw,
                                     min(rs, launch.rows_per_step_rpb_grad), launch.warps)
@@ -431,6 +442,26 @@ def _strides(t: Tensor) -> Tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(3) if t.shape[3] > 1 else t.stride(2), t.stride(4)
 
 
+def _layout_is_channels_first(like: Tensor) -> bool:
+    if not _is_pixel_major(like) or like.shape[4] <= 1:
+        return False
+    _, _, pixel, channel = _strides(like)
+    return channel > pixel
+
+
+def has_layout_of(t: Tensor, like: Tensor) -> bool:
+    """Whether ``t`` (of ``like``'s shape) is laid out as :func:`empty_in_layout` lays out a tensor
+    for ``like`` (strides of size-1 dimensions do not matter)."""
+    if t.shape != like.shape:
+        return False
+    b, heads, height, width, dim = like.shape
+    if _layout_is_channels_first(like):
+        expected = (heads * dim * height * width, dim * height * width, width, 1, height * width)
+    else:
+        expected = (heads * height * width * dim, height * width * dim, width * dim, dim, 1)
+    return all(n == 1 or got == want for n, got, want in zip(t.shape, t.stride(), expected))
+
+
 def empty_in_layout(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     """An uninitialised ``(B, heads, H, W, C)`` tensor in the layout the kernels write for an
     input ``like``: channels-first storage for a channels-first view (pixel stride 1, e.g. heads
@@ -439,10 +470,8 @@ def empty_in_layout(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor
     it also serves as the fake (meta) layout of the ``torch.library`` ops."""
     b, heads, height, width, dim = like.shape
     kwargs = dict(device=like.device, dtype=dtype or like.dtype)
-    if _is_pixel_major(like) and dim > 1:
-        _, _, pixel, channel = _strides(like)
-        if channel > pixel:
-            return torch.empty(b, heads, dim, height, width, **kwargs).permute(0, 1, 3, 4, 2)
+    if _layout_is_channels_first(like):
+        return torch.empty(b, heads, dim, height, width, **kwargs).permute(0, 1, 3, 4, 2)
     return torch.empty(like.shape, **kwargs)
 
 
@@ -481,8 +510,7 @@ def na2d_fused_backward(dout: Tensor, query: Tensor, key: Tensor, value: Tensor,
     b, heads, height, width, dim = query.shape
     cfg = tile_config(height, width, kernel, dilation, launch)
     precision = dot_precision(tf32, query, value)
-    dout = _pixel_major(dout)
-    delta = (dout.float() * out.float()).sum(-1)  # [B, heads, H, W]: rowsum(dO * O) = rowsum(P * dP)
+    dout, out = _pixel_major(dout), _pixel_major(out)
     grid = (cfg.groups * cfg.tiles_per_group, b * heads)
     rpb_arg = rpb if rpb is not None else query
     common = dict(KH=kernel[0], KW=kernel[1], TH=cfg.th, TW=cfg.tw, NC=cfg.nc, RS=cfg.rs, BLOCK_C=_dot_dim(dim),
@@ -491,6 +519,8 @@ def na2d_fused_backward(dout: Tensor, query: Tensor, key: Tensor, value: Tensor,
              *_strides(query), *_strides(key), *_strides(value), *_strides(dout))
     rpb_grad = rpb is not None and needs_grad[3]
     dq = drpb = None
+    # [B, heads, H, W]: rowsum(dO * O) = rowsum(P * dP), written by the query-centric pass
+    delta = torch.empty(b, heads, height, width, device=query.device, dtype=torch.float32)
     if needs_grad[0] or rpb_grad:
         dq = empty_in_layout(query)
         bias_entries = (2 * kernel[0] - 1) * (2 * kernel[1] - 1)
@@ -498,10 +528,12 @@ def na2d_fused_backward(dout: Tensor, query: Tensor, key: Tensor, value: Tensor,
                             dtype=torch.float32)
         query_common = dict(common, RS=cfg.rs_rpb) if rpb_grad else common
         _na2d_bwd_query_kernel[grid](query, key, value, rpb_arg, dout, lse, delta, dq, parts, *shape,
-                                     *_strides(dq), RPB_GRAD=rpb_grad, NA=_dot_dim(2 * kernel[0] - 1),
-                                     NB=_dot_dim(2 * kernel[1] - 1), **query_common)
+                                     *_strides(dq), out, *_strides(out), RPB_GRAD=rpb_grad,
+                                     NA=_dot_dim(2 * kernel[0] - 1), NB=_dot_dim(2 * kernel[1] - 1), **query_common)
         if rpb_grad:
             drpb = parts.sum((0, 2)).view(rpb.shape).to(rpb.dtype)
+    else:
+        torch.sum(dout.float() * out.float(), -1, out=delta)
     dk = dv = None
     if needs_grad[1] or needs_grad[2]:
         dk, dv = empty_in_layout(key), empty_in_layout(value)
@@ -554,5 +586,5 @@ def na2d_triton(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPai
     return NA2DFn.apply(query, key, value, rpb, kernel, dil, launch)
 
 
-__all__ = ['na2d_triton', 'NA2DFn', 'na2d_fused_forward', 'na2d_fused_backward', 'empty_in_layout',
+__all__ = ['na2d_triton', 'NA2DFn', 'na2d_fused_forward', 'na2d_fused_backward', 'empty_in_layout', 'has_layout_of',
            'tile_config', 'TileConfig', 'LaunchSettings', 'launch_settings']

@@ -318,6 +318,33 @@ def test_fused_backward_launches_with_the_forwards_settings(monkeypatch):
         assert rel_err(got, expected) < 2 * TOL[torch.float32]
 
 
+def check_fused_subset(launch, wants, height=11, width=9, kernel=5, dilation=2, device=TRITON_DEVICE, seed=4):
+    """``na2d_triton`` with ``launch`` settings, differentiated w.r.t. the inputs that ``wants``
+    marks (q, k, v, rpb), against the float64 reference."""
+    leaves = na_inputs(1, 2, height, width, 8, kernel, torch.float32, device, seed)
+    for t, wanted in zip(leaves, wants):
+        t.requires_grad_(wanted)
+    ref_leaves = [t.detach().double().requires_grad_(t.requires_grad) for t in leaves]
+    out = na2d_triton(*leaves[:3], kernel, dilation, leaves[3], launch=launch)
+    ref = ops.na2d_ref(*ref_leaves[:3], kernel, dilation, ref_leaves[3])
+    g_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    wrt = [i for i, wanted in enumerate(wants) if wanted]
+    grads = torch.autograd.grad(out, [leaves[i] for i in wrt], g_out)
+    grads_ref = torch.autograd.grad(ref, [ref_leaves[i] for i in wrt], g_out.double())
+    assert rel_err(out, ref) < TOL[torch.float32]
+    for i, g, g_ref in zip(wrt, grads, grads_ref):
+        err = rel_err(g, g_ref)
+        assert err < 2 * TOL[torch.float32], f'{"q k v rpb".split()[i]}: relative error {err:.2e}'
+
+
+def test_tile_size_follows_the_launch_settings():
+    for tile in (16, 32, 64):
+        cfg = tile_config(56, 56, (11, 11), (1, 1), LaunchSettings(2, 1, 2, tile))
+        assert cfg.th * cfg.tw == tile
+    with pytest.raises(ValueError, match='power of two of at least 16'):
+        tile_config(56, 56, (11, 11), (1, 1), LaunchSettings(2, 1, 2, 24))
+
+
 # ------------------------------------------------ Triton interpreter (CPU) and dispatch
 
 @pytest.mark.skipif(not INTERPRETING, reason='runs inside test_triton_interpreter_on_cpu (TRITON_INTERPRET=1)')
@@ -341,6 +368,19 @@ def test_interpreted_fused_na_reads_views():
     check_fused_views(1, 2, 9, 7, 8, 5, 2, torch.float32, 'cpu')
 
 
+@pytest.mark.skipif(not INTERPRETING, reason='runs inside test_triton_interpreter_on_cpu (TRITON_INTERPRET=1)')
+@pytest.mark.parametrize('tile_queries', [32, 64])
+def test_interpreted_fused_na_larger_tiles(tile_queries):
+    check_fused_subset(LaunchSettings(2, 1, 2, tile_queries), (True, True, True, True))
+
+
+@pytest.mark.skipif(not INTERPRETING, reason='runs inside test_triton_interpreter_on_cpu (TRITON_INTERPRET=1)')
+def test_interpreted_fused_na_without_query_gradients():
+    """Without dq and d rpb the query-centric pass, which otherwise writes rowsum(dO * O) for the
+    key-centric one, does not run."""
+    check_fused_subset(None, (False, True, True, False))
+
+
 @pytest.mark.skipif(INTERPRETING, reason='this is the launcher of the interpreted tests')
 @pytest.mark.skipif(not has_triton(), reason='needs triton installed')
 def test_triton_interpreter_on_cpu():
@@ -348,7 +388,7 @@ def test_triton_interpreter_on_cpu():
     env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=python_path)
     proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__,
                            '-k', 'test_interpreted'], env=env, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0 and '6 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0 and '9 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 @pytest.fixture

@@ -8,11 +8,13 @@ and the neighborhood-attention calls of A2Mamba-T (both scales of stages 1-3) at
 The fused table compares ``ops.na2d_triton`` (scores recomputed, maps never stored) with the
 unfused Triton path ``na2d_av(softmax(na2d_qk(q, k)), v)`` on the same calls; ``--fused-configs``
 also times other launch settings of the fused kernels (halo rows per step, the same with
-d rpb, warps) on the 224-px calls. ``--compile-only`` runs every op once at batch 1 and exits:
-it fills Triton's kernel cache (e.g. in parallel with other work), since the kernels depend
-on the map size but not on the batch.
+d rpb, warps, queries per tile) on the 224-px calls. ``--compile-only`` runs every op once at
+batch 1 and exits: it fills Triton's kernel cache (e.g. in parallel with other work), since the
+kernels depend on the map size but not on the batch. ``--cuda-graphs`` times each call as the
+replay of a CUDA graph: the kernels' time without the host's, as a model compiled with CUDA graphs
+sees it. ``--tables`` picks the tables.
 
-Usage: ``python tools/analysis/benchmark_ops.py [--skip-reference] [--fused-configs 4,2,4 1,1,2] [--out results.md]``
+Usage: ``python tools/analysis/benchmark_ops.py [--skip-reference] [--fused-configs 4,2,4 2,1,2,32] [--out results.md]``
 """
 import argparse
 import sys
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 import torch
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -28,6 +30,7 @@ import ops  # noqa: E402
 from ops import neighborhood_attention_fused as fused_mod  # noqa: E402
 from ops import selective_scan as scan_mod  # noqa: E402
 
+TABLES = ('scan', 'fused', 'unfused')
 SCAN_SHAPES = [(128, 48, 3136), (128, 96, 784), (2, 64, 67200)]
 # A2Mamba-T stages 1-3: (stride, channels per head, window); heads per scale = heads / 2
 T_STAGES = [(4, 24, 11, 1), (8, 24, 9, 2), (16, 32, 7, 4)]
@@ -35,6 +38,12 @@ T_STAGES = [(4, 24, 11, 1), (8, 24, 9, 2), (16, 32, 7, 4)]
 
 def median_ms(fn: Callable[[], object]) -> float:
     return do_bench(fn, warmup=25, rep=100, return_mode='median')
+
+
+def graph_median_ms(fn: Callable[[], object]) -> float:
+    fn()  # compiles the kernels and warms the allocator outside the capture
+    torch.cuda.synchronize()
+    return do_bench_cudagraph(fn, rep=100, return_mode='median')
 
 
 def copy_bandwidth() -> float:
@@ -141,13 +150,14 @@ def bench_na(batch: int, height: int, width: int, skip_ref: bool, copy_gbs: floa
 
 
 def fused_config(text: str) -> Optional[fused_mod.LaunchSettings]:
-    """``'RS,RS_RPB_GRAD,WARPS'`` -> the fused kernels' launch settings; ``'auto'``: the library's
-    choice per window (``ops.neighborhood_attention_fused.launch_settings``)."""
+    """``'RS,RS_RPB_GRAD,WARPS[,TILE]'`` -> the fused kernels' launch settings; ``'auto'``: the
+    library's choice per window (``ops.neighborhood_attention_fused.launch_settings``)."""
     if text == 'auto':
         return None
     values = tuple(int(v) for v in text.split(','))
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f'expected auto or rows-per-step,rows-per-step-with-d-rpb,warps, got {text!r}')
+    if len(values) not in (3, 4):
+        raise argparse.ArgumentTypeError('expected auto or rows-per-step,rows-per-step-with-d-rpb,warps'
+                                         f'[,queries-per-tile], got {text!r}')
     return fused_mod.LaunchSettings(*values)
 
 
@@ -197,8 +207,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--skip-reference', action='store_true', help='time only the fast backends')
     parser.add_argument('--fused-configs', type=fused_config, nargs='+', default=[None],
-                        help='fused launch settings RS,RS_RPB_GRAD,WARPS (or auto: the library\'s per window) '
-                             'to time; the first one on every call (default: auto)')
+                        help='fused launch settings RS,RS_RPB_GRAD,WARPS[,TILE] (or auto: the library\'s per '
+                             'window) to time; the first one on every call (default: auto)')
+    parser.add_argument('--tables', nargs='+', choices=TABLES, default=list(TABLES),
+                        help='which tables (default: all): the scan, the fused attention, the unfused one')
+    parser.add_argument('--cuda-graphs', action='store_true',
+                        help="time the fused table's calls as CUDA graph replays (kernel time, no host time)")
     parser.add_argument('--compile-only', action='store_true',
                         help='run each NA op once at batch 1 to fill the kernel cache, time nothing')
     parser.add_argument('--out', type=Path, help='also write the markdown tables here')
@@ -212,26 +226,31 @@ def main() -> None:
             for height, width in ((224, 224), (800, 1344))[:1 if i else 2]:
                 bench_fused(1, height, width, config, 1.0, once, with_unfused=not i)
         return
-    scan_mod._check_scan_cuda()
     copy_gbs = copy_bandwidth()
+    timer = graph_median_ms if args.cuda_graphs else median_ms
     lines = [f'Card: {torch.cuda.get_device_name()}, torch {torch.__version__}; '
-             f'device-to-device copy {copy_gbs:.0f} GB/s (read + write)', '',
-             '| scan (N=1) | fwd ms | fwd GB/s (%copy) | bwd ms | bwd GB/s (%copy) | ref fwd ms | ref fwd+bwd ms |',
-             '|---|---|---|---|---|---|---|']
+             f'device-to-device copy {copy_gbs:.0f} GB/s (read + write); '
+             f'{"CUDA graph replays (kernel time)" if args.cuda_graphs else "eager calls (host time included)"}']
     print(lines[0], flush=True)
-    for dtype in (torch.float32, torch.bfloat16):
-        lines += bench_scan(dtype, args.skip_reference, copy_gbs)
-    lines += ['', 'Fused neighborhood attention vs unfused Triton (qk -> softmax -> av), bf16, ms '
-              '(%copy of minimum bytes); fwd+bwd = forward + backward to q, k, v, rpb', '',
-              '| call | RS,RS_rpb,warps | fused fwd | fused fwd+bwd | unfused fwd | unfused fwd+bwd '
-              '| speed-up fwd / fwd+bwd |', '|---|---|---|---|---|---|---|']
-    for i, config in enumerate(args.fused_configs):
-        for batch, height, width in ((128, 224, 224), (2, 800, 1344))[:1 if i else 2]:
-            lines += bench_fused(batch, height, width, config, copy_gbs, median_ms, with_unfused=not i)
-    lines += ['', 'Neighborhood attention, bf16, ms (%copy of minimum bytes); bwd = fwd + bwd', '',
-              '| call | qk fwd | av fwd | qk bwd | av bwd |', '|---|---|---|---|---|']
-    for batch, height, width in ((128, 224, 224), (2, 800, 1344)):
-        lines += bench_na(batch, height, width, args.skip_reference, copy_gbs)
+    if 'scan' in args.tables:
+        scan_mod._check_scan_cuda()
+        lines += ['', '| scan (N=1) | fwd ms | fwd GB/s (%copy) | bwd ms | bwd GB/s (%copy) | ref fwd ms '
+                  '| ref fwd+bwd ms |', '|---|---|---|---|---|---|---|']
+        for dtype in (torch.float32, torch.bfloat16):
+            lines += bench_scan(dtype, args.skip_reference, copy_gbs)
+    if 'fused' in args.tables:
+        lines += ['', 'Fused neighborhood attention vs unfused Triton (qk -> softmax -> av), bf16, ms '
+                  '(%copy of minimum bytes); fwd+bwd = forward + backward to q, k, v, rpb', '',
+                  '| call | RS,RS_rpb,warps,tile | fused fwd | fused fwd+bwd | unfused fwd | unfused fwd+bwd '
+                  '| speed-up fwd / fwd+bwd |', '|---|---|---|---|---|---|---|']
+        for i, config in enumerate(args.fused_configs):
+            for batch, height, width in ((128, 224, 224), (2, 800, 1344))[:1 if i else 2]:
+                lines += bench_fused(batch, height, width, config, copy_gbs, timer, with_unfused=not i)
+    if 'unfused' in args.tables:
+        lines += ['', 'Neighborhood attention, bf16, ms (%copy of minimum bytes); bwd = fwd + bwd', '',
+                  '| call | qk fwd | av fwd | qk bwd | av bwd |', '|---|---|---|---|---|']
+        for batch, height, width in ((128, 224, 224), (2, 800, 1344)):
+            lines += bench_na(batch, height, width, args.skip_reference, copy_gbs)
     text = '\n'.join(lines)
     print('\n' + text)
     if args.out:
