@@ -162,10 +162,14 @@ def _na2d_setup_context(ctx, inputs, output) -> None:
     ctx.window = kernel_size, dilation, tf32
     ctx.backend = _forward_backend('na2d', query)
     ctx.mark_non_differentiable(lse)
+    # the log-sum-exp has no gradient: no zero-filled stand-in for it on every backward
+    ctx.set_materialize_grads(False)
 
 
-def _na2d_backward(ctx, grad_out: Tensor, _grad_lse: Optional[Tensor]):
+def _na2d_backward(ctx, grad_out: Optional[Tensor], _grad_lse: Optional[Tensor]):
     query, key, value, rpb, out, lse = ctx.saved_tensors
+    if grad_out is None:
+        return None, None, None, None, None, None, None
     kernel_size, dilation, tf32 = ctx.window
     dq, dk, dv, drpb = na2d_backward_op(grad_out, query, key, value, rpb, out, lse, kernel_size, dilation, tf32,
                                         ctx.backend)

@@ -61,12 +61,13 @@ class LaunchSettings(NamedTuple):
 
 
 def launch_settings(kernel: Tuple[int, int]) -> LaunchSettings:
-    """The default settings per window size, from the H100 sweep in docs/BENCHMARKS.md (A2Mamba-T's
-    calls at 224 px): 2 rows and 2 warps for the k = 9 / 11 stages, 2 rows and 4 warps for k = 7
-    (forward + backward 1.3 instead of 1.9 ms at stage 1, 0.45 instead of 0.65 ms at stage 3
-    compared with 4 rows, 4 warps). The ``launch`` argument of the entry points replaces them
-    (benchmarks)."""
-    return LaunchSettings(2, 2, 4) if max(kernel) <= 7 else LaunchSettings(2, 1, 2)
+    """The default settings per window size, from the kernel-time sweep in docs/BENCHMARKS.md
+    (A2Mamba-T's calls at 224 px, batch 128, CUDA graph replays on an H200): 2 rows per step and
+    2 warps everywhere; 32 queries per tile for k <= 9 (forward + backward of a 14x14 k = 7 call
+    0.17 instead of 0.31 ms with 16 queries, 4 warps), 16 for k = 11 (whose 32-query tiles score
+    too much padding: 1.24 instead of 1.20 ms). The ``launch`` argument of the entry points
+    replaces them (benchmarks)."""
+    return LaunchSettings(2, 1, 2, 32 if max(kernel) <= 9 else 16)
 
 
 if has_triton():

@@ -245,7 +245,12 @@ def main() -> None:
                   '| speed-up fwd / fwd+bwd |', '|---|---|---|---|---|---|---|']
         for i, config in enumerate(args.fused_configs):
             for batch, height, width in ((128, 224, 224), (2, 800, 1344))[:1 if i else 2]:
-                lines += bench_fused(batch, height, width, config, copy_gbs, timer, with_unfused=not i)
+                try:
+                    lines += bench_fused(batch, height, width, config, copy_gbs, timer, with_unfused=not i)
+                except Exception as error:  # a setting the GPU cannot launch (registers, shared memory)
+                    lines.append(f'| B{batch} {height}x{width} | {",".join(map(str, config or ()))} '
+                                 f'| failed: {type(error).__name__}: {str(error)[:80]} | | | | |')
+                    print(lines[-1], flush=True)
     if 'unfused' in args.tables:
         lines += ['', 'Neighborhood attention, bf16, ms (%copy of minimum bytes); bwd = fwd + bwd', '',
                   '| call | qk fwd | av fwd | qk bwd | av bwd |', '|---|---|---|---|---|']
