@@ -100,14 +100,11 @@ def _tf32_allowed() -> bool:
     return torch.backends.cuda.matmul.allow_tf32
 
 
-def _eager_differentiable(op: str, t: Tensor) -> Optional[dispatch.Backend]:
-    """In eager mode, the backend to call directly when it is a differentiable one (the reference):
-    autograd then differentiates it as it runs. ``None`` under torch.compile / export, or when a
-    kernel serves (both go through the custom op)."""
-    if torch.compiler.is_compiling():
-        return None
-    backend = dispatch.resolve(op, t)
-    return None if backend.is_kernel else backend
+def _eager_reference(op: str, t: Tensor) -> bool:
+    """Whether an eager call of ``op`` on ``t`` runs a differentiable backend (the reference),
+    which autograd differentiates as it runs; ``False`` under torch.compile / export, which go
+    through the custom ops."""
+    return not torch.compiler.is_compiling() and not dispatch.resolve(op, t).is_kernel
 
 
 def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
@@ -120,16 +117,15 @@ def na2d(query: Tensor, key: Tensor, value: Tensor, kernel_size: IntOrPair, dila
     if is_traceable():
         return traceable_ops.na2d(query, key, value, kernel_size, dilation, rpb)
     kernel, dil = check_na2d_args(kernel_size, dilation, query=query, key=key, value=value, rpb=rpb)
-    direct = _eager_differentiable('na2d', query)
-    if direct is not None:
-        return dispatch.call('na2d', query, lambda backend: backend.fn(query, key, value, kernel, dil, rpb))
-    return _na2d_custom_op(query, key, value, kernel, dil, rpb)
+    return _na2d_checked(query, key, value, kernel, dil, rpb)
 
 
-def _na2d_custom_op(query: Tensor, key: Tensor, value: Tensor, kernel: Tuple[int, int], dilation: Tuple[int, int],
-                    rpb: Optional[Tensor]) -> Tensor:
+def _na2d_checked(query: Tensor, key: Tensor, value: Tensor, kernel: Tuple[int, int], dilation: Tuple[int, int],
+                  rpb: Optional[Tensor]) -> Tensor:
     tf32 = _tf32_allowed() or torch.is_autocast_enabled('cuda')
-    return library.na2d_op(query, key, value, rpb, list(kernel), list(dilation), tf32)[0]
+    if torch.compiler.is_compiling():
+        return library.na2d_op(query, key, value, rpb, list(kernel), list(dilation), tf32)[0]
+    return library.na2d_eager(query, key, value, rpb, kernel, dilation, tf32)
 
 
 def na2d_qk(query: Tensor, key: Tensor, kernel_size: IntOrPair, dilation: IntOrPair = 1,
@@ -167,11 +163,9 @@ def selective_scan_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_
     if is_traceable():
         return traceable_ops.selective_scan_states(u, delta, A, B, delta_bias, delta_softplus)
     _check_scan_args(u, delta, A, B, delta_bias)
-    direct = _eager_differentiable('selective_scan_states', u)
-    if direct is not None:
-        return dispatch.call('selective_scan_states', u,
-                             lambda backend: backend.fn(u, delta, A, B, delta_bias, delta_softplus))
-    return library.selective_scan_states_op(u, delta, A, B, delta_bias, delta_softplus)
+    if torch.compiler.is_compiling():
+        return library.selective_scan_states_op(u, delta, A, B, delta_bias, delta_softplus)
+    return library.selective_scan_states_eager(u, delta, A, B, delta_bias, delta_softplus)
 
 
 class Neighborhood:
@@ -203,10 +197,10 @@ class Neighborhood:
 
     def __call__(self, value: Tensor) -> Tensor:
         # an exported graph, like the eager reference path, computes each map once
-        if is_traceable() or _eager_differentiable('na2d', self.query) is not None:
+        if is_traceable() or _eager_reference('na2d', self.query):
             return na2d_av(self.maps(), value, self.kernel, self.dilation)
         if value.shape != self.query.shape:
             raise ValueError(f'values must have the shape of the queries {tuple(self.query.shape)}, '
                              f'got {tuple(value.shape)}')
         # the window was checked once, when the neighborhood was built, and no backend serves directly
-        return _na2d_custom_op(self.query, self.key, value, self.kernel, self.dilation, self.rpb)
+        return _na2d_checked(self.query, self.key, value, self.kernel, self.dilation, self.rpb)

@@ -12,6 +12,11 @@ The backend runs inside the op (:mod:`ops.dispatch`, chosen per call on the real
 * a differentiable backend (the PyTorch references) runs its forward without autograd, and its
   backward recomputes the forward under autograd and differentiates it.
 
+In eager mode a kernel runs through :func:`na2d_eager` / :func:`selective_scan_states_eager`
+instead: plain autograd Functions around the same kernel forward and backward, without the custom
+ops' layers (the dispatcher, torch.library's autograd wrapper and its Dynamo guard cost several
+times the kernels' own launches in host time, which an eager step at a small batch is bound by).
+
 Contracts shared by every backend (the fake implementations state them): the attention output
 and each of its input gradients come back in the layout of
 :func:`ops.neighborhood_attention_fused.empty_in_layout`, and the op also returns the float32
@@ -179,6 +184,38 @@ def _na2d_backward(ctx, grad_out: Optional[Tensor], _grad_lse: Optional[Tensor])
 na2d_op.register_autograd(_na2d_backward, setup_context=_na2d_setup_context)
 
 
+class _EagerNA2D(torch.autograd.Function):
+    """:func:`na2d_op` with a kernel, for eager calls (see the module's docstring)."""
+
+    @staticmethod
+    def forward(ctx, backend: dispatch.Backend, query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor],
+                kernel: Tuple[int, int], dilation: Tuple[int, int], tf32: bool) -> Tensor:
+        out, lse = backend.fn.forward(query, key, value, rpb, kernel, dilation, tf32)
+        ctx.save_for_backward(query, key, value, rpb, out, lse)
+        ctx.backend, ctx.window = backend, (kernel, dilation, tf32)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        query, key, value, rpb, out, lse = ctx.saved_tensors
+        kernel, dilation, tf32 = ctx.window
+        dq, dk, dv, drpb = ctx.backend.fn.backward(grad_out, query, key, value, rpb, out, lse, kernel, dilation, tf32)
+        return None, dq, dk, dv, (drpb if rpb is not None else None), None, None, None
+
+
+def na2d_eager(query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], kernel: Tuple[int, int],
+               dilation: Tuple[int, int], tf32: bool) -> Tensor:
+    """The attention output of :func:`na2d_op` (differentiable) for an eager call: the backend of
+    ``query`` runs directly, a kernel with its forward and backward in an autograd Function (the
+    backward on the forward's kernel, in whatever thread autograd runs it)."""
+    def run(backend: dispatch.Backend) -> Tensor:
+        if backend.is_kernel:
+            return _EagerNA2D.apply(backend, query, key, value, rpb, kernel, dilation, tf32)
+        return backend.fn(query, key, value, kernel, dilation, rpb)
+
+    return dispatch.call('na2d', query, run)
+
+
 # ------------------------------------------------------------------ selective scan
 
 def _states_dtype(*tensors: Optional[Tensor]) -> torch.dtype:
@@ -254,3 +291,35 @@ def _scan_backward(ctx, grad_states: Tensor):
 
 
 selective_scan_states_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)
+
+
+class _EagerScan(torch.autograd.Function):
+    """:func:`selective_scan_states_op` with a kernel, for eager calls (see the module's docstring)."""
+
+    @staticmethod
+    def forward(ctx, backend: dispatch.Backend, u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                delta_bias: Optional[Tensor], delta_softplus: bool) -> Tensor:
+        states = backend.fn.forward(u, delta, A, B, delta_bias, delta_softplus)
+        states = states.to(_states_dtype(u, delta, A, B, delta_bias)).contiguous()
+        ctx.save_for_backward(u, delta, A, B, delta_bias, states)
+        ctx.backend, ctx.delta_softplus = backend, delta_softplus
+        return states
+
+    @staticmethod
+    def backward(ctx, grad_states: Tensor):
+        u, delta, A, B, delta_bias, states = ctx.saved_tensors
+        grads = ctx.backend.fn.backward(grad_states, u, delta, A, B, delta_bias, ctx.delta_softplus, states)
+        grads = [None if g is None or x is None else g.to(x.dtype) for g, x in zip(grads, (u, delta, A, B, delta_bias))]
+        return (None, *grads, None)
+
+
+def selective_scan_states_eager(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Optional[Tensor],
+                                delta_softplus: bool) -> Tensor:
+    """The states of :func:`selective_scan_states_op` (differentiable) for an eager call: the
+    backend of ``u`` runs directly, a kernel in an autograd Function."""
+    def run(backend: dispatch.Backend) -> Tensor:
+        if backend.is_kernel:
+            return _EagerScan.apply(backend, u, delta, A, B, delta_bias, delta_softplus)
+        return backend.fn(u, delta, A, B, delta_bias, delta_softplus)
+
+    return dispatch.call('selective_scan_states', u, run)

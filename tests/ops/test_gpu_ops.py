@@ -525,6 +525,69 @@ def test_model_uses_fused_op_where_it_runs_a_kernel(scratch_registry):
         assert dispatch.uses_reference('na2d', x)
 
 
+def test_eager_kernel_calls_skip_the_custom_ops_and_match_the_reference(scratch_registry, monkeypatch):
+    """In eager mode a kernel runs in a plain autograd Function, not through the custom ops (whose
+    layers cost more host time than the kernels' launches): with kernel doubles for both ops (the
+    references' forward, their recomputed backward) a model's output and parameter gradients equal
+    the reference path's, and each kernel's backward runs once per forward."""
+    from collections import Counter
+
+    from a2mamba_core import create_model
+    from a2mamba_core.a2mamba import A2SSM
+    from ops.library import _na2d_reference_forward, _recomputed_grads
+
+    calls = Counter()
+
+    def na_forward(query, key, value, rpb, kernel, dilation, tf32):
+        calls['na2d'] += 1
+        out, lse = _na2d_reference_forward(query, key, value, rpb, kernel, dilation)
+        return ops.neighborhood_attention_fused.empty_in_layout(value).copy_(out), lse
+
+    def na_backward(grad_out, query, key, value, rpb, out, lse, kernel, dilation, tf32):
+        calls['na2d backward'] += 1
+        return _recomputed_grads(lambda q, k, v, b: _na2d_reference_forward(q, k, v, b, kernel, dilation)[0],
+                                 (query, key, value, rpb), (grad_out,))
+
+    def scan_forward(u, delta, A, B, delta_bias, softplus):
+        calls['scan'] += 1
+        return ops.selective_scan_states_ref(u, delta, A, B, delta_bias, softplus)
+
+    def scan_backward(grad_states, u, delta, A, B, delta_bias, softplus, states):
+        calls['scan backward'] += 1
+        return _recomputed_grads(lambda *xs: ops.selective_scan_states_ref(*xs, softplus),
+                                 (u, delta, A, B, delta_bias), (grad_states,))
+
+    def no_custom_op(*args):
+        raise AssertionError('an eager call went through a custom op')
+
+    torch.manual_seed(0)
+    model = create_model('a2mamba_n').eval()
+    x = torch.randn(2, 3, 64, 64)
+
+    def output_and_grads():
+        model.zero_grad()
+        out = model(x)
+        out.square().mean().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    with ops.use_backend(ops.REFERENCE):
+        ref, grads_ref = output_and_grads()
+    dispatch.register_backend('na2d', 'double', ops.Kernel(na_forward, na_backward), lambda t: True)
+    dispatch.register_backend('selective_scan_states', 'double', ops.Kernel(scan_forward, scan_backward),
+                              lambda t: True)
+    monkeypatch.setattr(ops.library, 'na2d_op', no_custom_op)
+    monkeypatch.setattr(ops.library, 'selective_scan_states_op', no_custom_op)
+    out, grads = output_and_grads()
+    blocks = [len(stage.blocks) for stage in model.stages]
+    scans = sum(isinstance(m, A2SSM) for m in model.modules())
+    assert calls == {'na2d': 4 * sum(blocks[:3]) + 2 * blocks[3], 'na2d backward': 4 * sum(blocks[:3]) + 2 * blocks[3],
+                     'scan': scans, 'scan backward': scans}
+    assert rel_err(out, ref) < 1e-5
+    assert len(grads) == len(grads_ref)
+    for g, g_ref in zip(grads, grads_ref):
+        assert rel_err(g, g_ref) < 1e-4
+
+
 def test_forced_backend_that_cannot_run_raises():
     with ops.use_backend('triton'), pytest.raises(RuntimeError, match='cannot run on cpu'):
         ops.na2d_qk(torch.randn(1, 1, 4, 4, 2), torch.randn(1, 1, 4, 4, 2), 3)
