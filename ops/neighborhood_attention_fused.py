@@ -548,8 +548,9 @@ class NA2DFn(torch.autograd.Function):
 
     Reads its inputs in place (views of a qkv projection or of the scan's states need no
     copy) and writes the output, and each gradient, in the channel order of the value (resp.
-    of its input). (The model reaches these kernels through the ``a2mamba::na2d`` op of
-    :mod:`ops.library`; this Function serves direct calls.) The backward launches with the
+    of its input). (The model reaches these kernels through ``ops.na2d``, i.e. :mod:`ops.library`: the
+    ``a2mamba::na2d`` op when compiled, its backend-generic Function in eager mode; this Function
+    serves direct calls.) The backward launches with the
     forward's ``launch`` settings.
     """
 

@@ -150,7 +150,8 @@ def scan_cuda_backward(dstates: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: 
 
 class SelectiveScanStatesFn(torch.autograd.Function):
     """CUDA selective scan returning every state; see :func:`selective_scan_states_ref`. (The model
-    reaches the kernel through the ``a2mamba::selective_scan_states`` op of :mod:`ops.library`;
+    reaches the kernel through ``ops.selective_scan_states``, i.e. :mod:`ops.library`: the
+    ``a2mamba::selective_scan_states`` op when compiled, its backend-generic Function in eager mode;
     this Function serves direct calls.)"""
 
     @staticmethod
