@@ -381,6 +381,30 @@ def test_interpreted_fused_na_without_query_gradients():
     check_fused_subset(None, (False, True, True, False))
 
 
+@pytest.mark.skipif(not INTERPRETING, reason='runs inside test_triton_interpreter_on_cpu (TRITON_INTERPRET=1)')
+def test_interpreted_fused_kernels_through_the_eager_op(scratch_registry):
+    """``ops.na2d`` in eager mode with the fused kernels as its backend (as on a GPU): forward and
+    every gradient through the op's eager Function against the float64 reference."""
+    from ops.neighborhood_attention_fused import na2d_fused_backward, na2d_fused_forward
+    calls = []
+
+    def counted(fn):
+        return lambda *args: calls.append(fn.__name__) or fn(*args)
+
+    dispatch.register_backend('na2d', 'fused-interpreted',
+                              ops.Kernel(counted(na2d_fused_forward), counted(na2d_fused_backward)), lambda t: True)
+    leaves = [t.requires_grad_() for t in na_inputs(1, 2, 9, 7, 8, 5, torch.float32, 'cpu', seed=5)]
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    out = ops.na2d(*leaves[:3], 5, 2, leaves[3])
+    ref = ops.na2d_ref(*ref_leaves[:3], 5, 2, ref_leaves[3])
+    g_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+    grads = torch.autograd.grad(out, leaves, g_out)
+    grads_ref = torch.autograd.grad(ref, ref_leaves, g_out.double())
+    assert calls == ['na2d_fused_forward', 'na2d_fused_backward']
+    for got, expected in zip((out, *grads), (ref, *grads_ref)):
+        assert rel_err(got, expected) < 2 * TOL[torch.float32]
+
+
 @pytest.mark.skipif(INTERPRETING, reason='this is the launcher of the interpreted tests')
 @pytest.mark.skipif(not has_triton(), reason='needs triton installed')
 def test_triton_interpreter_on_cpu():
@@ -388,7 +412,7 @@ def test_triton_interpreter_on_cpu():
     env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=python_path)
     proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__,
                            '-k', 'test_interpreted'], env=env, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0 and '9 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0 and '10 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 @pytest.fixture
