@@ -443,24 +443,22 @@ def _strides(t: Tensor) -> Tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(3) if t.shape[3] > 1 else t.stride(2), t.stride(4)
 
 
-def _layout_is_channels_first(like: Tensor) -> bool:
-    if not _is_pixel_major(like) or like.shape[4] <= 1:
-        return False
-    _, _, pixel, channel = _strides(like)
-    return channel > pixel
+def _layout_strides(like: Tensor) -> Tuple[int, int, int, int, int]:
+    """Strides of the ``(B, heads, H, W, C)`` layout the kernels write for an input ``like``
+    (:func:`empty_in_layout`): channels-first storage for a channels-first view, else contiguous."""
+    _, heads, height, width, dim = like.shape
+    if _is_pixel_major(like) and dim > 1:
+        _, _, pixel, channel = _strides(like)
+        if channel > pixel:
+            return heads * dim * height * width, dim * height * width, width, 1, height * width
+    return heads * height * width * dim, height * width * dim, width * dim, dim, 1
 
 
 def has_layout_of(t: Tensor, like: Tensor) -> bool:
     """Whether ``t`` (of ``like``'s shape) is laid out as :func:`empty_in_layout` lays out a tensor
     for ``like`` (strides of size-1 dimensions do not matter)."""
-    if t.shape != like.shape:
-        return False
-    b, heads, height, width, dim = like.shape
-    if _layout_is_channels_first(like):
-        expected = (heads * dim * height * width, dim * height * width, width, 1, height * width)
-    else:
-        expected = (heads * height * width * dim, height * width * dim, width * dim, dim, 1)
-    return all(n == 1 or got == want for n, got, want in zip(t.shape, t.stride(), expected))
+    return t.shape == like.shape and all(n == 1 or got == want
+                                         for n, got, want in zip(t.shape, t.stride(), _layout_strides(like)))
 
 
 def empty_in_layout(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
@@ -469,11 +467,7 @@ def empty_in_layout(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor
     of an NCHW map), so that its consumer's rearrange back to NCHW is free; channels-last
     otherwise (also for inputs the kernels copy first). Depends on shapes and strides only, so
     it also serves as the fake (meta) layout of the ``torch.library`` ops."""
-    b, heads, height, width, dim = like.shape
-    kwargs = dict(device=like.device, dtype=dtype or like.dtype)
-    if _layout_is_channels_first(like):
-        return torch.empty(b, heads, dim, height, width, **kwargs).permute(0, 1, 3, 4, 2)
-    return torch.empty(like.shape, **kwargs)
+    return torch.empty_strided(like.shape, _layout_strides(like), device=like.device, dtype=dtype or like.dtype)
 
 
 def na2d_fused_forward(query: Tensor, key: Tensor, value: Tensor, rpb: Optional[Tensor], kernel: Tuple[int, int],
