@@ -8,6 +8,7 @@ from .a2mamba import (
                       A2Mamba,
                       Block,
                       LayerNorm2d,
+                      RoPE,
                       Stage,
                       a2mamba_b,
                       a2mamba_l,
@@ -25,7 +26,8 @@ from .hub import RELEASED_WEIGHTS, DownloadError, cached_path
 __version__ = '0.1.0'
 
 __all__ = [
-    'A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'LayerNorm2d', 'create_model', 'compile_in_place', 'list_models',
+    'A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'LayerNorm2d', 'RoPE', 'create_model', 'compile_in_place',
+    'list_models',
     'MODEL_SPECS', 'ARCHS', 'DEFAULT_CFGS', 'load_pretrained', 'read_checkpoint', 'load_checkpoint_file',
     'check_finite',
     'a2mamba_n', 'a2mamba_t', 'a2mamba_s', 'a2mamba_b', 'a2mamba_l',

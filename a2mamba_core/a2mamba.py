@@ -37,8 +37,8 @@ import ops
 from .checkpoint import load_pretrained
 from .hub import RELEASED_WEIGHTS
 
-__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'create_model', 'list_models', 'MODEL_SPECS', 'ARCHS',
-           'checkpoint_counts', 'compile_in_place']
+__all__ = ['A2Mamba', 'MASS', 'A2SSM', 'Block', 'Stage', 'RoPE', 'apply_rope', 'compute_dtype', 'create_model',
+           'list_models', 'MODEL_SPECS', 'ARCHS', 'checkpoint_counts', 'compile_in_place']
 
 
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
@@ -95,18 +95,28 @@ class RoPE(nn.Module):
         head_dim = embed_dim // num_heads
         if head_dim % 4:
             raise ValueError(f'RoPE needs head_dim divisible by 4, got {head_dim}')
+        self.query_scale = head_dim ** -0.5
         angle = 1.0 / (10000 ** torch.linspace(0, 1, head_dim // 4))
         self.register_buffer('angle', angle.repeat_interleave(2))
 
-    def forward(self, height: int, width: int) -> Tuple[Tensor, Tensor]:
-        """Returns ``(sin, cos)``, each ``(H, W, head_dim)``, in float32 (float64 for a float64 model):
-        phases of up to ``side`` radians lose too much in 16 bits (``model.half()``)."""
+    def forward(self, height: int, width: int, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
+        """``(cos, sin)`` of an ``H x W`` map as :func:`apply_rope` reads them: each
+        ``(2, 1, 1, H, W, head_dim)``, row 0 for the queries, row 1 for the keys, with the sign of
+        the rotation folded into ``sin`` and the attention's ``1 / sqrt(head_dim)`` into the
+        queries' row. Computed in float32 (float64 for a float64 model: phases of up to ``side``
+        radians lose too much in 16 bits), then cast to ``dtype`` (default: kept), the dtype the
+        stage's q and k will have, once for all its blocks."""
         angle = self.angle.to(wide_dtype(self.angle.dtype))
         rows = torch.arange(height, device=angle.device, dtype=angle.dtype)[:, None] * angle
         cols = torch.arange(width, device=angle.device, dtype=angle.dtype)[:, None] * angle
         phase = torch.cat([rows[:, None, :].expand(height, width, -1),
                            cols[None, :, :].expand(height, width, -1)], dim=-1)
-        return phase.sin(), phase.cos()
+        # channel pairs (2i, 2i+1) rotate as (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin)
+        sign = 1.0 - 2.0 * (torch.arange(phase.shape[-1], device=angle.device) % 2 == 0).to(angle.dtype)
+        cos, sin = phase.cos(), phase.sin() * sign
+        tables = (torch.stack([cos * self.query_scale, cos])[:, None, None],
+                  torch.stack([sin * self.query_scale, sin])[:, None, None])
+        return tables if dtype is None else tuple(t.to(dtype) for t in tables)
 
 
 def wide_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -115,13 +125,24 @@ def wide_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def apply_rope(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
-    """Rotates channel pairs ``(x[2i], x[2i+1])`` of ``x: (..., H, W, C)`` by the RoPE phase.
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype convolutions produce from ``x`` here: autocast's where it is on for ``x``'s
+    device, else ``x``'s own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
-    The result keeps ``x``'s dtype: under autocast q and k stay 16-bit, which halves the
+
+def apply_rope(qk: Tensor, tables: Tuple[Tensor, Tensor]) -> Tensor:
+    """Rotates channel pairs ``(x[2i], x[2i+1])`` of ``qk: (2, B, heads, H, W, C)`` (queries, keys)
+    by the RoPE phase, the queries also scaled by ``1 / sqrt(C)``: three elementwise passes, with
+    ``tables = (cos, sin)`` from :meth:`RoPE.forward`.
+
+    The result keeps ``qk``'s dtype: under autocast q and k stay 16-bit, which halves the
     attention kernels' reads (the phases themselves are computed in float32)."""
-    rotated = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).flatten(-2)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+    cos, sin = (t.to(qk.dtype) for t in tables)  # no-ops where the stage cast them already
+    swapped = qk.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x[2i+1], x[2i]) per pair
+    return torch.addcmul(qk * cos, swapped, sin)
 
 
 def heads_to_map(x: Tensor) -> Tensor:
@@ -216,7 +237,6 @@ class MASS(nn.Module):
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
-        self.scale = self.head_dim ** -0.5
         self.window_size = ops.normalize_window_args(window_size, 1)[0]
         self.global_mode = global_mode
         self.qkv = nn.Conv2d(embed_dim, embed_dim * 3, kernel_size=1)
@@ -244,10 +264,9 @@ class MASS(nn.Module):
         """``q, k, v: (B, heads, H, W, hd)`` from the ``qkv`` projection ``(B, 3C, H, W)``, with
         RoPE applied to ``q`` (also scaled) and ``k``: the inputs of :meth:`attention_maps`."""
         q_k_v = rearrange(qkv, 'b (m n c) h w -> m b n h w c', m=3, n=self.num_heads)
-        sin, cos = pos_enc
         # q and k rotate in one pass: half the (launch-bound, on GPU) elementwise kernels
-        q, k = apply_rope(q_k_v[:2], sin, cos)
-        return q * self.scale, k, q_k_v[2]
+        q, k = apply_rope(q_k_v[:2], pos_enc)
+        return q, k, q_k_v[2]
 
     def neighborhoods(self, q: Tensor, k: Tensor) -> Tuple[ops.Neighborhood, ops.Neighborhood]:
         """The two attention scales for ``q, k: (B, heads, H, W, hd)`` (RoPE applied): the plain
@@ -402,7 +421,7 @@ class Stage(nn.Module):
             Block(embed_dim, num_heads, drop_path=drop_path[i], **block_kwargs) for i in range(depth))
 
     def forward(self, x: Tensor) -> Tensor:
-        pos_enc = self.rope(x.shape[2], x.shape[3])
+        pos_enc = self.rope(x.shape[2], x.shape[3], compute_dtype(x))
         for i, block in enumerate(self.blocks):
             if i < self.use_checkpoint and x.requires_grad:
                 if torch.compiler.is_compiling():

@@ -39,6 +39,35 @@ def test_small_map_axis_becomes_global(nano):
     assert mixer.dilation(8, 8) == (1, 1) and mixer.dilation(56, 56) == (5, 5) and mixer.dilation(200, 33) == (11, 3)
 
 
+def test_rope_rotates_channel_pairs_by_row_and_column_phases():
+    """q and k of each pixel rotate as complex numbers ``x[2i] + 1j * x[2i+1]`` by ``row * angle``
+    (first half of the pairs) and ``col * angle`` (second half); q is also scaled by head_dim^-0.5."""
+    rope = a2mamba_core.RoPE(embed_dim=32, num_heads=2)  # head_dim 16: 8 pairs
+    height, width, dim = 3, 5, 16
+    qk = torch.randn(2, 1, 2, height, width, dim, dtype=torch.float64)
+    rope = rope.double()
+    rotated = a2mamba_core.a2mamba.apply_rope(qk, rope(height, width))
+    angle = rope.angle[::2]  # one angle per pair, 4 of them
+    expected = torch.empty_like(qk)
+    for y in range(height):
+        for x in range(width):
+            phase = torch.cat([y * angle, x * angle])  # 8 pairs
+            pairs = torch.complex(qk[..., y, x, 0::2], qk[..., y, x, 1::2]) * torch.exp(1j * phase)
+            expected[..., y, x, 0::2], expected[..., y, x, 1::2] = pairs.real, pairs.imag
+    expected[0] *= dim ** -0.5
+    torch.testing.assert_close(rotated, expected)
+
+
+def test_rope_tables_take_the_dtype_of_the_stage_under_autocast():
+    stage = create_model('a2mamba_n').layers[0]
+    seen = []
+    stage.blocks[0].token_mixer.register_forward_pre_hook(lambda module, args: seen.append(args[1]))
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        stage(torch.randn(1, stage.embed_dim, 8, 8))
+    cos, sin = seen[0]
+    assert cos.dtype == sin.dtype == torch.bfloat16 and cos.shape == (2, 1, 1, 8, 8, 16)
+
+
 def test_dilation_of_static_sizes_is_python_ints(nano, monkeypatch):
     """Static sizes give plain ints without calling ``torch.sym_min``: Dynamo of torch 2.11 (the
     GPU image's) breaks the graph on it, once per block, and the compiled model then recompiles

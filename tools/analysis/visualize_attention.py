@@ -97,7 +97,7 @@ def pixel_attention(mixer: MASS, x: Tensor, pos_enc: Tuple[Tensor, Tensor], row:
     """Attention of the query at ``(row, col)`` over the ``H x W`` map, per scale.
 
     Args:
-        x: ``(1, C, H, W)``, the mixer's input; ``pos_enc``: its RoPE ``(sin, cos)``.
+        x: ``(1, C, H, W)``, the mixer's input; ``pos_enc``: its stage's RoPE tables ``(cos, sin)``.
         head: head within each scale's half of the heads, or None for their mean.
 
     Returns:
