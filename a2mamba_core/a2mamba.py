@@ -127,8 +127,8 @@ def wide_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype convolutions produce from ``x`` here: autocast's where it is on for ``x``'s
-    device, else ``x``'s own."""
-    if torch.is_autocast_enabled(x.device.type):
+    device and casts ``x`` (it leaves float64 alone), else ``x``'s own."""
+    if x.dtype != torch.float64 and torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
 

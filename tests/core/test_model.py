@@ -66,6 +66,10 @@ def test_rope_tables_take_the_dtype_of_the_stage_under_autocast():
         stage(torch.randn(1, stage.embed_dim, 8, 8))
     cos, sin = seen[0]
     assert cos.dtype == sin.dtype == torch.bfloat16 and cos.shape == (2, 1, 1, 8, 8, 16)
+    # autocast does not cast float64: a float64 model keeps float64 tables
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        stage.double()(torch.randn(1, stage.embed_dim, 8, 8, dtype=torch.float64))
+    assert seen[1][0].dtype == seen[1][1].dtype == torch.float64
 
 
 def test_dilation_of_static_sizes_is_python_ints(nano, monkeypatch):
