@@ -18,6 +18,15 @@ Timing: ``--warmup`` steps (compilation happens there: its duration is printed a
 time), then the median over ``--iters`` timed steps, synchronised. ``--repeats`` repeats the timed
 part and reports min-max of the medians (the run-to-run spread). Training steps are forward +
 cross-entropy on random labels + backward + SGD step (the optimizer is not compiled).
+
+Training-memory variants of an A2Mamba model, timed as rows of their own (training only: neither
+changes inference), e.g. ``--models a2mamba_t a2mamba_t@checkpoint=2,0,0,0 a2mamba_t@memory_budget=0.5``:
+
+* ``@checkpoint=N`` or ``=n1,n2,n3,n4``: activation checkpointing of the first ``N`` (per stage:
+  ``n_i``) blocks, the model's ``use_checkpoint``;
+* ``@memory_budget=F`` (compiled modes): the compiler's activation memory budget
+  (``torch._functorch.config.activation_memory_budget``, ``0 < F <= 1``): the backward recomputes
+  more of the forward's cheap ops so that at most about that fraction of the activations is kept.
 """
 import argparse
 import platform
@@ -26,7 +35,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -44,9 +53,61 @@ def machine_description(device: torch.device) -> str:
     return f'{platform.processor() or platform.machine()} CPU, {threads} threads, torch {torch.__version__}'
 
 
-def build(name: str, image_size: int) -> nn.Module:
+class ModelSpec(NamedTuple):
+    """A model to time: its name and the training-memory variant (:func:`parse_model_spec`)."""
+    name: str
+    checkpoint: Union[int, Tuple[int, ...]] = 0
+    memory_budget: Optional[float] = None
+
+    @property
+    def label(self) -> str:
+        options = []
+        if self.checkpoint != 0:
+            counts = self.checkpoint if isinstance(self.checkpoint, tuple) else (self.checkpoint,)
+            options.append('checkpoint=' + ','.join(map(str, counts)))
+        if self.memory_budget is not None:
+            options.append(f'memory_budget={self.memory_budget:g}')
+        return '@'.join([self.name] + options)
+
+    @property
+    def is_variant(self) -> bool:
+        return self.checkpoint != 0 or self.memory_budget is not None
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    """``name[@checkpoint=N|n1,n2,...][@memory_budget=F]`` (see the module's docstring).
+
+    Raises:
+        ValueError: an unknown option or value, or a variant of a model that is not A2Mamba.
+    """
+    name, *options = spec.split('@')
+    fields = {}
+    for option in options:
+        key, _, value = option.partition('=')
+        try:
+            if key == 'checkpoint':
+                counts = tuple(int(n) for n in value.split(','))
+                fields[key] = counts[0] if len(counts) == 1 else counts
+            elif key == 'memory_budget':
+                fields[key] = float(value)
+                if not 0.0 < fields[key] <= 1.0:
+                    raise ValueError
+            else:
+                raise KeyError(key)
+        except KeyError:
+            raise ValueError(f'{spec!r}: unknown option {key!r}; expected checkpoint=N|n1,n2,... or memory_budget=F')
+        except ValueError:
+            raise ValueError(f'{spec!r}: bad value {value!r} for {key}; expected checkpoint=N or n1,n2,... (block '
+                             f'counts) or memory_budget=F with 0 < F <= 1')
+    if fields and name not in a2mamba_core.MODEL_SPECS:
+        raise ValueError(f'{spec!r}: training-memory variants are for A2Mamba models, not {name!r}')
+    return ModelSpec(name, **fields)
+
+
+def build(spec: ModelSpec, image_size: int) -> nn.Module:
+    name = spec.name
     if name in a2mamba_core.MODEL_SPECS:
-        return a2mamba_core.create_model(name)
+        return a2mamba_core.create_model(name, use_checkpoint=spec.checkpoint)
     import timm  # yardsticks only
     return timm.create_model(name, pretrained=False, img_size=image_size) if 'swin' in name \
         else timm.create_model(name, pretrained=False)
@@ -126,9 +187,20 @@ def time_repeats(step: Callable[[], None], device: torch.device, args: argparse.
     return first, min(medians), max(medians)
 
 
-def measure(name: str, mode: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+def measure(spec: ModelSpec, mode: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    """Throughput and peak memory of ``spec`` in ``mode`` (a variant: training only)."""
+    if spec.memory_budget is not None and mode == 'eager':
+        raise ValueError(f'memory_budget applies to compiled modes, not {mode!r}')
+    budget = 1.0 if spec.memory_budget is None else spec.memory_budget
+    # the budget is read when the backward is partitioned, at the first training step
+    with torch._functorch.config.patch(activation_memory_budget=budget):
+        return _measure(spec, mode, args, device)
+
+
+def _measure(spec: ModelSpec, mode: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    name = spec.label
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = build(name, args.image_size).to(device, memory_format=memory_format)
+    model = build(spec, args.image_size).to(device, memory_format=memory_format)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     x = x.contiguous(memory_format=memory_format)
@@ -146,8 +218,9 @@ def measure(name: str, mode: str, args: argparse.Namespace, device: torch.device
         if device.type == 'cuda':
             result[f'{key}_mem_gb'] = torch.cuda.max_memory_allocated(device) / 2 ** 30
 
-    model.eval()
-    time_phase(infer, 'infer', 'inference')
+    if not spec.is_variant:
+        model.eval()
+        time_phase(infer, 'infer', 'inference')
     if args.train:
         model.train()
         time_phase(train_step, 'train', 'training')
@@ -184,6 +257,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='disable the fused attention kernel: maps are stored and applied twice')
     parser.add_argument('--params', action='store_true', help='also list the parameters of all five sizes')
     args = parser.parse_args(argv)
+    try:
+        specs = [parse_model_spec(spec) for spec in args.models] + [ModelSpec(name) for name in args.yardsticks]
+    except ValueError as error:
+        parser.error(str(error))
+    if any(spec.is_variant for spec in specs) and not args.train:
+        parser.error('training-memory variants (@checkpoint, @memory_budget) are timed in training: add --train')
+    if any(spec.memory_budget is not None for spec in specs) and 'eager' in args.modes:
+        parser.error('@memory_budget applies to the compiled modes: leave eager out of --modes')
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -216,16 +297,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     header += ' first step infer / train (s) |'
     print(header + '\n' + '|---' * (header.count('|') - 1) + '|')
     for mode in args.modes:
-        for name in args.models + args.yardsticks:
-            r = measure(name, mode, args, device)
-            row = f'| {name} | {mode} | {span(r["infer_img_s"])} |'
+        for spec in specs:
+            r = measure(spec, mode, args, device)
+            infer = 'infer_img_s' in r  # a training-memory variant times training only
+            row = f'| {spec.label} | {mode} | {span(r["infer_img_s"]) if infer else "-"} |'
             if device.type == 'cuda':
-                row += f' {r["infer_mem_gb"]:.2f} |'
+                row += f' {r["infer_mem_gb"]:.2f} |' if infer else ' - |'
             if args.train:
                 row += f' {span(r["train_img_s"])} |'
                 if device.type == 'cuda':
                     row += f' {r["train_mem_gb"]:.2f} |'
-            row += f' {r["infer_first_s"]:.1f} / {r.get("train_first_s", float("nan")):.1f} |'
+            row += f' {r.get("infer_first_s", float("nan")):.1f} / {r.get("train_first_s", float("nan")):.1f} |'
             print(row, flush=True)
 
 
