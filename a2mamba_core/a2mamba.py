@@ -190,9 +190,11 @@ class A2SSM(nn.Module):
         b, c, height, width = x.shape
         x = self.act(self.conv2d(x))
         xs = x.flatten(2)  # [B, D, L]
-        x_dbl = torch.matmul(self.x_proj_weight, xs)  # [B, R + 2N, L]
+        # batched products with the weight broadcast (batch stride 0): torch.matmul would fold the
+        # batch into the pixels, copying the maps to [B * L, D] and its result back to [B, R, L]
+        x_dbl = torch.bmm(self.x_proj_weight.expand(b, -1, -1), xs)  # [B, R + 2N, L]
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-        dts = torch.matmul(self.dt_projs_weight, dts)  # [B, D, L]
+        dts = torch.bmm(self.dt_projs_weight.expand(b, -1, -1), dts)  # [B, D, L], contiguous for the scan
         wide = wide_dtype(self.Ds.dtype)
         states = ops.selective_scan_states(xs, dts, -torch.exp(self.A_logs.to(wide)), Bs,
                                            delta_bias=self.dt_projs_bias.to(wide), delta_softplus=True)
@@ -203,8 +205,10 @@ class A2SSM(nn.Module):
                             for i, scale in enumerate(scales)], dim=1)
         states = self.state_fusion(states.to(self.state_fusion.weight.dtype)).flatten(1, 2)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            # the authors keep the readout in float32 for training stability
-            y = states.to(wide) * Cs.to(wide) + xs.to(wide) * self.Ds.to(wide)[:, None]
+            # the authors keep the readout in float32 for training stability. One wide operand per
+            # product suffices: the other is widened inside the kernel (exactly), which saves the
+            # 16-bit maps a cast each and keeps them, not float32 copies, for the backward
+            y = states * Cs.to(wide) + xs * self.Ds.to(wide)[:, None]
         return y.view(b, c, height, width).to(self.Ds.dtype)
 
 
@@ -313,7 +317,8 @@ class MASS(nn.Module):
             # the authors keep the gating and output projection in float32 (under autocast; a model
             # cast to 16 bits gates in float32 and projects in its own dtype)
             wide = wide_dtype(x.dtype)
-            x = self.proj((x.to(wide) * gate.to(wide)).to(self.proj[1].weight.dtype))
+            # the 16-bit gate is widened inside the product (as in the readout)
+            x = self.proj((x.to(wide) * gate).to(self.proj[1].weight.dtype))
         return x
 
     def extra_repr(self) -> str:

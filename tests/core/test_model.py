@@ -162,3 +162,44 @@ def test_drop_path_active_only_in_training():
     with torch.no_grad():
         assert not torch.allclose(model(x), reference)
 
+
+
+def test_a2ssm_copies_no_maps_but_the_cast_autocast_needs(monkeypatch):
+    """Under bf16 autocast, the only map-sized copy A2SSM makes itself is autocast's cast of the
+    float32 aggregated states for ``state_fusion``: its projections read the maps in place (a
+    ``torch.matmul`` of the weight and the maps folds the batch into the pixels, copying the maps
+    and its result), and the float32 readout widens its 16-bit operands inside the products. The
+    ops run as stand-ins of the kernels' shapes, so that only the model's own ops are counted."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import ops
+    from a2mamba_core.a2mamba import A2SSM
+    from ops import dispatch, library
+
+    monkeypatch.setattr(dispatch, '_REGISTRY', {op: list(entries) for op, entries in dispatch._REGISTRY.items()})
+    for op, fake in (('na2d', library.na2d_fake), ('selective_scan_states', library.selective_scan_states_fake)):
+        ops.register_backend(op, 'stand-in', ops.Kernel(fake, None), lambda t: True)
+    batch, dim, heads, side = 2, 32, 2, 8
+    map_size = batch * dim * side * side
+
+    class MapCopies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.copies = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in (torch.ops.aten.clone.default, torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default) \
+                    and out.numel() >= map_size // heads:
+                self.copies.append((str(func), args[0].dtype, out.dtype))
+            return out
+
+    ssm = A2SSM(dim, heads)
+    x = torch.randn(batch, dim, side, side, dtype=torch.bfloat16)
+    q, k = (torch.randn(batch, heads // 2, side, side, dim // heads, dtype=torch.bfloat16) for _ in range(2))
+    scales = (ops.Neighborhood(q, k, 3), ops.Neighborhood(q, k, 3, 2))
+    counter = MapCopies()
+    with torch.autocast('cpu', dtype=torch.bfloat16), counter:
+        y = ssm(x, scales)
+    assert y.shape == (batch, dim, side, side) and y.dtype == torch.float32
+    assert counter.copies == [('aten._to_copy.default', torch.float32, torch.bfloat16)]
