@@ -102,6 +102,14 @@ def _deterministic():
 
 
 @pytest.fixture
+def scratch_registry(monkeypatch):
+    """A copy of the ops' backend registry (and no disabled backends) for tests that register doubles."""
+    from ops import dispatch
+    monkeypatch.setattr(dispatch, '_REGISTRY', {op: list(entries) for op, entries in dispatch._REGISTRY.items()})
+    monkeypatch.setattr(dispatch, '_disabled', set())
+
+
+@pytest.fixture
 def fast_weight_init(monkeypatch):
     """Skips truncated-normal initialisation (most of a large model's build time on a CPU) in tests
     that check a model's structure, not its weights."""

@@ -1,9 +1,13 @@
 """Model API: sizes, inputs of any size, bad input, checkpointing, drop path, factories."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import a2mamba_core
+import ops
 from a2mamba_core import create_model
+from a2mamba_core.a2mamba import A2SSM
+from ops import library
 
 
 @pytest.fixture(scope='module')
@@ -163,20 +167,12 @@ def test_drop_path_active_only_in_training():
         assert not torch.allclose(model(x), reference)
 
 
-
-def test_a2ssm_copies_no_maps_but_the_cast_autocast_needs(monkeypatch):
+def test_a2ssm_copies_no_maps_but_the_cast_autocast_needs(scratch_registry):
     """Under bf16 autocast, the only map-sized copy A2SSM makes itself is autocast's cast of the
     float32 aggregated states for ``state_fusion``: its projections read the maps in place (a
     ``torch.matmul`` of the weight and the maps folds the batch into the pixels, copying the maps
     and its result), and the float32 readout widens its 16-bit operands inside the products. The
     ops run as stand-ins of the kernels' shapes, so that only the model's own ops are counted."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    import ops
-    from a2mamba_core.a2mamba import A2SSM
-    from ops import dispatch, library
-
-    monkeypatch.setattr(dispatch, '_REGISTRY', {op: list(entries) for op, entries in dispatch._REGISTRY.items()})
     for op, fake in (('na2d', library.na2d_fake), ('selective_scan_states', library.selective_scan_states_fake)):
         ops.register_backend(op, 'stand-in', ops.Kernel(fake, None), lambda t: True)
     batch, dim, heads, side = 2, 32, 2, 8

@@ -415,13 +415,6 @@ def test_triton_interpreter_on_cpu():
     assert proc.returncode == 0 and '10 passed' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-@pytest.fixture
-def scratch_registry(monkeypatch):
-    """A copy of the backend registry (and no disabled backends) for tests that register doubles."""
-    monkeypatch.setattr(dispatch, '_REGISTRY', {op: list(entries) for op, entries in dispatch._REGISTRY.items()})
-    monkeypatch.setattr(dispatch, '_disabled', set())
-
-
 def test_kernel_that_cannot_run_here_falls_back_once(scratch_registry, caplog):
     calls = []
 
