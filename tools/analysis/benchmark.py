@@ -225,6 +225,11 @@ def _measure(spec: ModelSpec, mode: str, args: argparse.Namespace, device: torch
         model.train()
         time_phase(train_step, 'train', 'training')
     del model, compiled
+    if mode != 'eager':
+        # the compiled code (and its CUDA-graph pools, counted as allocated memory) outlives the
+        # model in Dynamo's cache: the next model's peak would include it, and every model adds
+        # cache entries to the same forward, which Dynamo stops compiling after eight
+        torch._dynamo.reset()
     if device.type == 'cuda':
         torch.cuda.empty_cache()
     return result
