@@ -67,3 +67,31 @@ def test_variants_need_training_and_budgets_a_compiled_mode(tool):
         tool.main(['--models', 'a2mamba_n@checkpoint=1'])
     with pytest.raises(SystemExit):
         tool.main(['--models', 'a2mamba_n@memory_budget=0.5', '--train'])
+
+
+class _TinyClassifier(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.head = torch.nn.Linear(8, 1000)
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+def test_a_compiled_model_leaves_no_compiled_code_for_the_next(tool, monkeypatch):
+    """Each model of a run compiles afresh: the compiled code of the one before (its CUDA-graph
+    pools, counted in the next model's peak memory) is gone, and models sharing a forward do not
+    pile up cache entries on it until Dynamo stops compiling."""
+    monkeypatch.setattr(tool, 'build', lambda spec, image_size: _TinyClassifier())
+    args = argparse.Namespace(channels_last=False, batch_size=2, image_size=16, amp='none', train=True,
+                              warmup=1, iters=1, repeats=1)
+    entries = torch._dynamo.eval_frame._debug_get_cache_entry_list
+    result = tool.measure(tool.ModelSpec('tiny'), 'compile', args, torch.device('cpu'))
+    assert result['infer_s'] > 0 and result['train_s'] > 0
+    assert entries(_TinyClassifier.forward.__code__) == []
+    # the check sees compiled code where it is kept
+    compiled = torch.compile(_TinyClassifier(), backend='eager')
+    compiled(torch.randn(1, 3, 16, 16))
+    assert len(entries(_TinyClassifier.forward.__code__)) == 1
+    torch._dynamo.reset()
